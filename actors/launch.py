@@ -1,0 +1,137 @@
+"""Launching the actor groups of a GRPO run from its config: placement, learner, rollout, scorer, weight sync."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import ray
+
+from actors.learner import Learner, LearnerGroup
+from actors.placement import connect, in_bundle, reserve
+from actors.rollout import FaultInjection, RolloutPool, RolloutWorker, SamplingOptions
+from actors.scorer import ScorerPool, ScorerWorker
+from actors.weight_sync import WeightsPayload, resolve_backend
+from rl.config import TrainConfig
+from rl.grpo.objective import ObjectiveConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _bundle(cpus: float, gpus: float) -> dict:
+    bundle = {"CPU": cpus}
+    if gpus > 0:
+        bundle["GPU"] = gpus
+    return bundle
+
+
+def local_cpus_needed(cfg: TrainConfig) -> int:
+    """CPUs a local cluster must announce so every actor can be placed (over-committing a small machine)."""
+    return int(cfg.learner.num_workers * cfg.learner.cpus_per_worker + cfg.rollout.num_workers * cfg.rollout.cpus_per_worker
+               + cfg.scorer.num_workers * cfg.scorer.cpus_per_worker + 1 + 0.999)
+
+
+class ActorGroups:
+    """The learner group, the rollout pool, the scorer pool and the weight-sync channel between them."""
+
+    def __init__(self, cfg: TrainConfig, learner: LearnerGroup, rollouts: RolloutPool, scorers: ScorerPool,
+                 sync_backend: str, transport: Optional[str], groups: list):
+        self.cfg = cfg
+        self.learner, self.rollouts, self.scorers = learner, rollouts, scorers
+        self.sync_backend, self.transport = sync_backend, transport
+        self._placement_groups = groups
+        self.version = 0
+
+    @classmethod
+    def launch(cls, cfg: TrainConfig, out_dir: Path) -> "ActorGroups":
+        connect(cfg.ray.address, cfg.ray.num_cpus or local_cpus_needed(cfg))
+        timeout = cfg.ray.placement_timeout_s
+        l, r, s = cfg.learner, cfg.rollout, cfg.scorer
+        learner_pg = reserve("learner", [_bundle(l.cpus_per_worker, l.gpus_per_worker)] * l.num_workers, timeout)
+        rollout_pg = reserve("rollout", [_bundle(r.cpus_per_worker, r.gpus_per_worker)] * r.num_workers, timeout)
+        scorer_pg = reserve("scorer", [_bundle(s.cpus_per_worker, 0)] * s.num_workers, timeout)
+
+        g = cfg.grpo
+        objective = ObjectiveConfig(g.train_target, r.temperature, g.kl_beta, g.kl_estimator, g.clip_low, g.clip_high)
+        optim = {"lr": g.lr, "weight_decay": g.weight_decay, "grad_clip": g.grad_clip, "zero_stage": l.zero_stage,
+                 "bf16": l.bf16, "bucket_mb": cfg.weight_sync.bucket_mb}
+        lora = asdict(l.lora)
+        learner_cls = ray.remote(Learner)
+
+        def make_learner(rank: int, world_size: int):
+            return learner_cls.options(num_cpus=l.cpus_per_worker, num_gpus=l.gpus_per_worker,
+                                       scheduling_strategy=in_bundle(learner_pg, rank)).remote(
+                rank, world_size, cfg.policy_init, objective, optim, lora, l.reference, cfg.seed, g.micro_batch_size)
+
+        learner = LearnerGroup(make_learner, l.num_workers)
+
+        sampling = SamplingOptions(g.group_size, r.temperature, r.top_p, r.flow_noise, r.action_source)
+        fault = FaultInjection(cfg.debug.kill_rollout_worker_at_step, cfg.debug.kill_rollout_worker_rank, str(out_dir / "faults"))
+        rollout_cls = ray.remote(max_restarts=0)(RolloutWorker)
+
+        def make_rollout(rank: int):
+            return rollout_cls.options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker,
+                                       scheduling_strategy=in_bundle(rollout_pg, rank)).remote(
+                rank, cfg.policy_init, sampling, lora, fault)
+
+        rollouts = RolloutPool(make_rollout, r.num_workers, max_retries=r.max_retries)
+
+        terms = [asdict(t) for t in s.rewards]
+        scorer_cls = ray.remote(max_restarts=-1, max_task_retries=1)(ScorerWorker)
+
+        def make_scorer(rank: int):
+            return scorer_cls.options(num_cpus=s.cpus_per_worker, scheduling_strategy=in_bundle(scorer_pg, rank)).remote(
+                rank, terms, s.timeout_s)
+
+        scorers = ScorerPool(make_scorer, s.num_workers)
+        backend, transport = resolve_backend(cfg.weight_sync.backend, l.gpus_per_worker, r.gpus_per_worker)
+        groups = cls(cfg, learner, rollouts, scorers, backend, transport, [learner_pg, rollout_pg, scorer_pg])
+        if backend == "collective":
+            groups._setup_collective()
+            rollouts.on_replace = groups._reconnect
+        logger.info("actors up: %d learner, %d rollout, %d scorer; weight sync %s%s", l.num_workers, r.num_workers,
+                    s.num_workers, backend, f" ({transport})" if transport else "")
+        return groups
+
+    def _setup_collective(self) -> None:
+        """A process group between learner rank 0 (its node's address) and every rollout worker."""
+        address, port = ray.get(self.learner.rank0.address.remote())
+        world = 1 + len(self.rollouts.handles)
+        refs = [self.learner.rank0.setup_collective.remote(self.transport, address, port, world)]
+        refs += [w.setup_collective.remote(self.transport, address, port, world) for w in self.rollouts.handles]
+        ray.get(refs)
+
+    def _reconnect(self) -> None:
+        """After a rollout worker was replaced: a new group with it, and the current weights again."""
+        self._setup_collective()
+        self.push_weights(self.version)
+
+    def push_weights(self, version: int) -> int:
+        """Learner rank 0 -> every rollout worker; returns the bytes sent. Versions are checked on arrival."""
+        self.version = version
+        if self.sync_backend == "object_store":
+            payload = ray.get(self.learner.rank0.push_weights.remote(version))
+            versions = self.rollouts.load_weights(payload)
+        else:
+            # A broadcast needs every rank at once: the workers get the (fixed) manifest up front and receive
+            # while rank 0 sends.
+            manifest = ray.get(self.learner.rank0.sync_manifest.remote(version))
+            sending = self.learner.rank0.push_weights.remote(version)
+            versions = self.rollouts.load_weights(WeightsPayload(manifest))
+            payload = ray.get(sending)
+        if any(v != version for v in versions):
+            raise RuntimeError(f"weight sync: workers report versions {versions}, expected {version}")
+        return payload.manifest.num_bytes
+
+    def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        for group in (self.rollouts, self.scorers, self.learner):
+            group.shutdown()
+        for pg in self._placement_groups:
+            try:
+                remove_placement_group(pg)
+            except Exception:
+                pass
+

@@ -1,0 +1,218 @@
+"""The learner group: N Ray actors forming one DeepSpeed job that applies GRPO updates to the policy.
+
+Each rank holds the policy (LoRA adapters injected when configured), a DeepSpeed engine over the parameters
+`rl.train_target` trains, and the reference policy of the KL term (a frozen copy, or the same model with its
+adapters switched off). Rank 0 also exports weights for the rollout workers and the policy for evaluation.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import ray
+
+from actors.weight_sync import CollectiveGroup, CollectiveSender, ObjectStoreSender, WeightsPayload
+from rl.grpo.objective import ObjectiveConfig, TrainingSample, batch_normalisers, micro_batch_loss
+
+logger = logging.getLogger(__name__)
+
+
+class Learner:
+    """One rank of the DeepSpeed learner job."""
+
+    def __init__(self, rank: int, world_size: int, policy_dir: str, objective: ObjectiveConfig, optim: dict,
+                 lora: dict, reference: str, seed: int, micro_batch_size: int, num_threads: int = 1):
+        import torch
+
+        from rl.policy import SpanVLAPolicy
+        from rl.policy.lora import apply_lora
+
+        torch.set_num_threads(num_threads)
+        torch.manual_seed(seed + rank)
+        self.rank, self.world_size = rank, world_size
+        self.objective = objective
+        self.micro_batch_size = micro_batch_size
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.policy = SpanVLAPolicy.load(policy_dir, device=device)
+        target = objective.train_target
+        self.lora_enabled = bool(lora.get("enabled"))
+        self._frozen_expert = None
+        self.reference_policy = None
+        if objective.kl_beta > 0 and (reference == "frozen_copy" or not self.lora_enabled):
+            self.reference_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        elif objective.kl_beta > 0 and target in ("expert", "joint"):
+            self._frozen_expert = copy.deepcopy(self.policy.expert).eval().requires_grad_(False)
+        for p in self.policy.parameters():
+            p.requires_grad_(False)
+        if target in ("vlm", "joint"):
+            if self.lora_enabled:
+                apply_lora(self.policy, lora)  # adapters are the only trainable VLM parameters
+            else:
+                for p in self.policy.parameter_groups()["language"]:
+                    p.requires_grad_(True)
+        elif self.lora_enabled:
+            apply_lora(self.policy, lora)  # same structure as the rollout copies; adapters stay frozen
+            for name, p in self.policy.named_parameters():
+                if ".lora_" in name:
+                    p.requires_grad_(False)
+        if target in ("expert", "joint"):
+            for p in self.policy.expert.parameters():
+                p.requires_grad_(True)
+        self.policy.train()
+        self.optim = optim
+        self.engine = None
+        self._sender = ObjectStoreSender(optim.get("bucket_mb", 64.0))
+        self.updates = 0
+
+    def address(self) -> tuple[str, int]:
+        """This node's address and a free port on it (rank 0's become the DeepSpeed rendezvous)."""
+        from rl.deepspeed_engine import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def init_engine(self, master_addr: str, master_port: int) -> int:
+        """Join the DeepSpeed job (every rank at once: the rendezvous waits for all of them)."""
+        from rl.deepspeed_engine import create_engine
+
+        o = self.optim
+        self.engine = create_engine(
+            self.policy, self.policy.parameters(), lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
+            zero_stage=o.get("zero_stage", 1), micro_batch_size=self.micro_batch_size,
+            grad_clip=o.get("grad_clip", 1.0), bf16=o.get("bf16", False), managed_accumulation=False,
+            rank=self.rank, world_size=self.world_size, master_addr=master_addr, master_port=master_port,
+        )
+        return self.rank
+
+    # --- reference ----------------------------------------------------------------------------------------
+    @contextmanager
+    def _reference(self):
+        if self.reference_policy is not None:
+            yield self.reference_policy
+            return
+        from rl.policy.lora import lora_disabled
+
+        expert = self.policy.expert
+        if self._frozen_expert is not None:
+            self.policy.expert = self._frozen_expert
+        try:
+            with lora_disabled(self.policy) as ref:
+                yield ref
+        finally:
+            self.policy.expert = expert
+
+    # --- update -------------------------------------------------------------------------------------------
+    def update(self, shard: list[TrainingSample], normalisers: dict[str, float]) -> dict[str, float]:
+        """One optimizer step over this rank's shard (any number of micro-batches); returns metrics."""
+        import torch
+
+        start = time.perf_counter()
+        sums: dict[str, float] = {}
+        micro = [shard[i : i + self.micro_batch_size] for i in range(0, len(shard), self.micro_batch_size)]
+        for chunk in micro:
+            loss, metrics = micro_batch_loss(self.policy, chunk, self.objective, normalisers, self.world_size,
+                                             self._reference)
+            self.engine.backward(loss, scale_wrt_gas=False)
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value * len(chunk)
+        self.engine.step()
+        self.updates += 1
+        grad_norm = self.engine.get_global_grad_norm()
+        out = {f"train/{k}": v / max(len(shard), 1) for k, v in sums.items()}
+        out["train/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+        out["train/micro_batches"] = float(len(micro))
+        out["timing/learner_rank_s"] = time.perf_counter() - start
+        if torch.cuda.is_available():
+            out["train/gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
+    # --- weights ------------------------------------------------------------------------------------------
+    def sync_tensors(self) -> dict:
+        """The tensors rollout copies need: every parameter the learner trains (adapters, expert, LM)."""
+        return {name: p.detach() for name, p in self.policy.named_parameters() if p.requires_grad}
+
+    def setup_collective(self, backend: str, master_addr: str, master_port: int, world_size: int) -> bool:
+        self._sender = CollectiveSender(CollectiveGroup(backend, master_addr, master_port, 0, world_size),
+                                        self.optim.get("bucket_mb", 64.0))
+        return True
+
+    def sync_manifest(self, version: int):
+        """Where each synced tensor lies in the buckets (fixed for a run: names and shapes do not change)."""
+        from actors.weight_sync import plan_buckets
+
+        return plan_buckets(self.sync_tensors(), version, self._sender.bucket_bytes)
+
+    def push_weights(self, version: int) -> WeightsPayload:
+        """Pack the trainable tensors (object store: put them; collective: broadcast them) for `version`."""
+        return self._sender.push(self.sync_tensors(), version)
+
+    def trainable_state(self) -> dict[str, np.ndarray]:
+        """Copies of the trainable tensors (float32 numpy) - for tests comparing runs."""
+        return {k: v.float().cpu().numpy().copy() for k, v in self.sync_tensors().items()}
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    def save(self, step_dir: str) -> None:
+        """DeepSpeed state of every rank under step_dir/learner; rank 0 also writes step_dir/policy."""
+        self.engine.save_checkpoint(os.path.join(step_dir, "learner"), tag="state",
+                                    client_state={"updates": self.updates}, save_latest=False)
+        if self.rank == 0:
+            self.export_policy(os.path.join(step_dir, "policy"))
+
+    def export_policy(self, path: str) -> None:
+        from rl.policy.lora import has_lora, merged_policy
+
+        policy = merged_policy(self.policy) if has_lora(self.policy) else self.policy
+        policy.save(path)
+
+    def load(self, step_dir: str) -> int:
+        path = os.path.join(step_dir, "learner")
+        if not Path(path, "state").is_dir():
+            raise FileNotFoundError(f"{path}/state: no DeepSpeed learner state in this checkpoint")
+        _, client = self.engine.load_checkpoint(path, tag="state")
+        self.updates = int((client or {}).get("updates", 0))
+        return self.updates
+
+
+class LearnerGroup:
+    """N learner ranks in one DeepSpeed job; `update` shards a batch over them and returns rank 0's metrics."""
+
+    def __init__(self, make_learner, num_workers: int):
+        """make_learner(rank, world_size) -> an actor handle (placed by the caller)."""
+        self.actors = [make_learner(rank, num_workers) for rank in range(num_workers)]
+        master_addr, master_port = ray.get(self.actors[0].address.remote())
+        ray.get([a.init_engine.remote(master_addr, master_port) for a in self.actors])
+
+    @property
+    def rank0(self):
+        return self.actors[0]
+
+    def update(self, samples: list[TrainingSample]) -> dict[str, float]:
+        """Spread samples round robin over the ranks (each gets at least one: padding has weight 0)."""
+        n = len(self.actors)
+        shards = [samples[r::n] for r in range(n)]
+        for shard in shards:
+            if not shard:
+                pad = copy.copy(samples[0])
+                pad.weight = 0.0
+                shard.append(pad)
+        normalisers = batch_normalisers(samples)
+        results = ray.get([a.update.remote(s, normalisers) for a, s in zip(self.actors, shards)])
+        return results[0]
+
+    def save(self, step_dir: str) -> None:
+        ray.get([a.save.remote(step_dir) for a in self.actors])
+
+    def load(self, step_dir: str) -> None:
+        ray.get([a.load.remote(step_dir) for a in self.actors])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass

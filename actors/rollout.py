@@ -1,0 +1,234 @@
+"""Rollout workers: inference copies of the policy that sample whole groups, and the pool that feeds them.
+
+All G samples of a scene go to one worker (one prefill, G samplings). Each group carries its own sampling
+seed, derived from the run seed, the step and the group's index, so which worker samples it - or whether the
+worker died and the group was re-sent to its replacement - does not change the result.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError
+
+from actors.weight_sync import CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, WeightsPayload, load_into_module
+from sim.scene import Scene
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupRequest:
+    """One group to sample: the scene, its index in the step and its sampling seed."""
+
+    step: int
+    group_id: int
+    scene: Scene
+    seed: int
+
+
+@dataclass
+class GroupRollout:
+    """A sampled group (`rl.policy.GroupSample`) with the policy version it was sampled with."""
+
+    step: int
+    group_id: int
+    scene_token: str
+    sample_type: str
+    policy_version: int
+    worker_rank: int
+    group: object  # rl.policy.GroupSample
+    seconds: float
+
+
+@dataclass
+class SamplingOptions:
+    group_size: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    flow_noise: float = 0.5
+    action_source: str = "expert"
+
+
+@dataclass
+class FaultInjection:
+    """Tests kill a worker mid-sampling: at `step`, the worker of `rank` exits once (a marker file remembers)."""
+
+    step: int = -1
+    rank: int = 0
+    marker_dir: Optional[str] = None
+
+
+class RolloutWorker:
+    """Holds an inference copy of the policy (same structure as the learner's, LoRA included) and samples groups."""
+
+    def __init__(self, rank: int, policy_dir: str, sampling: SamplingOptions, lora: Optional[dict] = None,
+                 fault: Optional[FaultInjection] = None, num_threads: int = 1):
+        import torch
+
+        from rl.policy import SpanVLAPolicy
+        from rl.policy.lora import apply_lora
+
+        torch.set_num_threads(num_threads)
+        self.rank = rank
+        self.sampling = sampling
+        self.fault = fault or FaultInjection()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.policy = SpanVLAPolicy.load(policy_dir, device=device).eval()
+        if lora and lora.get("enabled"):
+            apply_lora(self.policy, lora)
+        self.policy_version = 0
+        self._receiver = ObjectStoreReceiver()
+
+    def ready(self) -> int:
+        return self.rank
+
+    def setup_collective(self, backend: str, master_addr: str, master_port: int, world_size: int) -> bool:
+        """Join the weight-sync group as rank 1 + self.rank (the learner is rank 0)."""
+        self._receiver = CollectiveReceiver(CollectiveGroup(backend, master_addr, master_port, 1 + self.rank, world_size))
+        return True
+
+    def load_weights(self, payload: WeightsPayload) -> int:
+        """Pull the pushed weights into the model; returns the new policy version."""
+        named = self._receiver.pull(payload)
+        load_into_module(self.policy, named)
+        self.policy_version = payload.manifest.version
+        return self.policy_version
+
+    def tensors(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Copies of named parameters (float32 numpy) - for checking weight sync."""
+        params = dict(self.policy.named_parameters())
+        return {n: params[n].detach().float().cpu().numpy().copy() for n in names}
+
+    def sample(self, request: GroupRequest) -> GroupRollout:
+        start = time.perf_counter()
+        self._maybe_die(request.step)
+        s = self.sampling
+        group = self.policy.sample_group(
+            request.scene, s.group_size, temperature=s.temperature, top_p=s.top_p, flow_noise=s.flow_noise,
+            action_source=s.action_source, seed=request.seed,
+        )
+        return GroupRollout(request.step, request.group_id, request.scene.token, request.scene.sample_type,
+                            self.policy_version, self.rank, group, time.perf_counter() - start)
+
+    def plan(self, scenes: list[Scene], action_source: Optional[str] = None) -> object:
+        """Deterministic plans (`rl.policy.PlanResult`) for evaluation."""
+        return self.policy.plan(scenes, action_source=action_source or self.sampling.action_source)
+
+    def _maybe_die(self, step: int) -> None:
+        f = self.fault
+        if f.step != step or f.rank != self.rank or f.marker_dir is None:
+            return
+        marker = Path(f.marker_dir) / f"killed_rollout_{self.rank}_step_{step}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("killed on purpose\n")
+        logger.warning("fault injection: rollout worker %d exits at step %d", self.rank, step)
+        os._exit(1)
+
+
+@dataclass
+class _WorkerSlot:
+    rank: int
+    handle: object
+    in_flight: dict = field(default_factory=dict)  # ObjectRef -> GroupRequest
+
+
+class RolloutPool:
+    """M rollout workers. `sample` streams groups back as they finish; a worker that dies is replaced and its
+    groups are re-sent (at most `max_retries` times per group)."""
+
+    def __init__(self, make_worker, num_workers: int, max_retries: int = 2, max_in_flight: int = 2):
+        """make_worker(rank) -> an actor handle (placed by the caller)."""
+        self._make_worker = make_worker
+        self.slots = [_WorkerSlot(rank, make_worker(rank)) for rank in range(num_workers)]
+        self.max_retries = max_retries
+        self.max_in_flight = max_in_flight
+        self._latest_payload: Optional[WeightsPayload] = None
+        self.replacements = 0
+        # Called after a replacement instead of re-sending the latest payload (a collective weight-sync group
+        # must be re-formed with the new worker, then the weights broadcast again).
+        self.on_replace = None
+        ray.get([s.handle.ready.remote() for s in self.slots])
+
+    @property
+    def handles(self) -> list:
+        return [s.handle for s in self.slots]
+
+    def load_weights(self, payload: WeightsPayload) -> list[int]:
+        """Push weights to every worker and wait; the payload is kept for replacements."""
+        self._latest_payload = payload
+        return ray.get([s.handle.load_weights.remote(payload) for s in self.slots])
+
+    def _replace(self, slot: _WorkerSlot) -> None:
+        logger.warning("rollout worker %d died; starting a replacement", slot.rank)
+        try:
+            ray.kill(slot.handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+        slot.handle = self._make_worker(slot.rank)
+        ray.get(slot.handle.ready.remote())
+        self.replacements += 1
+        if self.on_replace is not None:
+            self.on_replace()
+        elif self._latest_payload is not None:
+            ray.get(slot.handle.load_weights.remote(self._latest_payload))
+
+    def sample(self, requests: list[GroupRequest]) -> Iterator[GroupRollout]:
+        """Yield a `GroupRollout` per request, in completion order."""
+        pending = deque(requests)
+        retries = {r.group_id: 0 for r in requests}
+        remaining = len(requests)
+        while remaining:
+            for slot in self.slots:  # keep every worker busy (round robin over free capacity)
+                while pending and len(slot.in_flight) < self.max_in_flight:
+                    request = pending.popleft()
+                    slot.in_flight[slot.handle.sample.remote(request)] = request
+            refs = [ref for slot in self.slots for ref in slot.in_flight]
+            done, _ = ray.wait(refs, num_returns=1)
+            ref = done[0]
+            slot = next(s for s in self.slots if ref in s.in_flight)
+            request = slot.in_flight.pop(ref)
+            try:
+                rollout = ray.get(ref)
+            except RayActorError:
+                lost = [request] + list(slot.in_flight.values())
+                slot.in_flight.clear()
+                for r in lost:
+                    retries[r.group_id] += 1
+                    if retries[r.group_id] > self.max_retries:
+                        raise RuntimeError(
+                            f"group {r.group_id} of step {r.step} (scene {r.scene.token}) failed on "
+                            f"{self.max_retries + 1} rollout workers in a row"
+                        ) from None
+                self._replace(slot)
+                pending.extendleft(reversed(lost))
+                continue
+            remaining -= 1
+            yield rollout
+
+    def plan(self, scenes: list[Scene], batch_size: int, action_source: Optional[str] = None) -> list:
+        """Deterministic plans for evaluation, spread over the workers in batches; results in scene order."""
+        batches = [scenes[i : i + batch_size] for i in range(0, len(scenes), batch_size)]
+        refs = [self.slots[i % len(self.slots)].handle.plan.remote(b, action_source) for i, b in enumerate(batches)]
+        return ray.get(refs)
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:
+                pass
+
+
+def group_seed(run_seed: int, step: int, group_id: int) -> int:
+    """The sampling seed of one group: independent of the worker that samples it."""
+    return int(np.random.SeedSequence([run_seed, step, group_id]).generate_state(1)[0])

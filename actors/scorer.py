@@ -1,0 +1,137 @@
+"""Scorer workers: CPU actors that load the configured reward functions by name and score sampled groups.
+
+Each worker keeps a per-scene cache (e.g. the PDM scorer's prepared geometry and PDM-Closed reference), so a
+scene seen again - another group of the same scene, or the evaluation - costs only the plans. Ray restarts a
+worker that dies; a call that fails inside a reward function makes its samples unscorable (counted), never 0.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from rewards.registry import CompositeReward, RewardTerm, ScoringInput
+from sim.scene import Scene
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreRequest:
+    """The G sampled trajectories of one scene and their reasoning."""
+
+    scene: Scene
+    trajectories: np.ndarray  # (G, N, 3) ego frame
+    reasoning: list[str]
+    modes: list[str]
+    interval_s: float = 0.5
+
+
+@dataclass
+class GroupScores:
+    """Per sample: the total reward (NaN = unscorable), the components, and why a sample failed."""
+
+    totals: np.ndarray  # (G,)
+    components: list[dict[str, float]]
+    errors: list[Optional[str]]
+    seconds: float = 0.0
+    failures_by_term: dict = field(default_factory=dict)
+
+    @property
+    def num_unscorable(self) -> int:
+        return int(np.isnan(self.totals).sum())
+
+
+class ScorerWorker:
+    """Loads the reward functions inside the actor; scores groups; evaluates plans with NAVSIM's scorer."""
+
+    def __init__(self, rank: int, reward_terms: list[dict], timeout_s: Optional[float] = None, cache_scenes: int = 512):
+        self.rank = rank
+        self.reward = CompositeReward([RewardTerm(**t) for t in reward_terms], timeout_s=timeout_s)
+        self._caches: OrderedDict[str, dict] = OrderedDict()
+        self._cache_scenes = cache_scenes
+
+    def ready(self) -> int:
+        return self.rank
+
+    def _cache(self, token: str) -> dict:
+        cache = self._caches.pop(token, None) or {}
+        self._caches[token] = cache
+        while len(self._caches) > self._cache_scenes:
+            self._caches.popitem(last=False)
+        return cache
+
+    def score(self, request: ScoreRequest) -> GroupScores:
+        start = time.perf_counter()
+        cache = self._cache(request.scene.token)
+        batch = [
+            ScoringInput(request.scene, np.asarray(t, dtype=np.float64), r, m, request.interval_s, cache)
+            for t, r, m in zip(request.trajectories, request.reasoning, request.modes)
+        ]
+        before = dict(self.reward.failures)
+        outcomes = self.reward(batch)
+        totals = np.array([np.nan if o.total is None else o.total for o in outcomes], dtype=np.float64)
+        failures = {k: v - before.get(k, 0) for k, v in self.reward.failures.items() if v > before.get(k, 0)}
+        return GroupScores(totals, [o.components for o in outcomes], [o.error for o in outcomes],
+                           time.perf_counter() - start, failures)
+
+    def evaluate(self, scene: Scene, trajectories: np.ndarray, version: str, interval_s: float = 0.5) -> list[dict]:
+        """NAVSIM's full result rows (sub-scores) for plans (G, N, 3) of one scene; raises on bad input."""
+        from rewards.pdm import PDMScorer
+
+        cache = self._cache(scene.token)
+        scorer = PDMScorer(version)
+        prepared = cache.get(f"pdm/{version}")
+        if prepared is None:
+            prepared = cache[f"pdm/{version}"] = scorer.prepare(scene)
+        return scorer.score(prepared, np.asarray(trajectories, dtype=np.float64), interval_s=interval_s)
+
+
+class ScorerPool:
+    """K scorer workers; requests are spread round robin. A request whose worker died twice is unscorable."""
+
+    def __init__(self, make_worker, num_workers: int):
+        self.workers = [make_worker(rank) for rank in range(num_workers)]
+        ray.get([w.ready.remote() for w in self.workers])
+        self._next = 0
+
+    def submit(self, request: ScoreRequest):
+        """Start scoring a group; returns a handle for `gather`."""
+        worker = self.workers[self._next % len(self.workers)]
+        self._next += 1
+        return request, worker.score.remote(request)
+
+    def gather(self, handles: list) -> list[GroupScores]:
+        out = []
+        for request, ref in handles:
+            try:
+                out.append(ray.get(ref))
+            except (RayActorError, RayTaskError) as err:
+                logger.error("scoring scene %s failed in the scorer worker: %s", request.scene.token, err)
+                n = len(request.trajectories)
+                out.append(GroupScores(np.full(n, np.nan), [{} for _ in range(n)], [f"scorer worker failed: {err}"] * n))
+        return out
+
+    def evaluate(self, items: list[tuple[Scene, np.ndarray]], version: str, interval_s: float = 0.5) -> list:
+        """NAVSIM result rows per (scene, plans); an exception (e.g. a bad plan) is returned in place of rows."""
+        refs = [self.workers[i % len(self.workers)].evaluate.remote(s, p, version, interval_s) for i, (s, p) in enumerate(items)]
+        results = []
+        for ref in refs:
+            try:
+                results.append(ray.get(ref))
+            except (RayActorError, RayTaskError) as err:
+                results.append(err)
+        return results
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:
+                pass

@@ -1,0 +1,219 @@
+"""Weight synchronisation from the learner to the rollout workers, behind one interface.
+
+The learner packs the weights the rollout copies need (by name) into byte buckets and pushes them with a
+policy version; each rollout worker pulls them into its own model. Backends (a small registry):
+
+- `object_store`: buckets are numpy uint8 arrays put in Ray's object store (zero-copy reads on each node);
+  works everywhere; the CPU default.
+- `collective`: a torch.distributed process group between learner rank 0 and the rollout workers (NCCL on
+  GPUs, gloo on CPU) over which rank 0 broadcasts the buckets; the choice for GPU clusters. It is a separate
+  group from the learner's own DeepSpeed group.
+
+`auto` picks `collective` with NCCL when the learner and the rollout workers have GPUs, `object_store` otherwise.
+Weights travel as raw bytes, so any dtype (bf16 included) arrives bit-identical.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Optional
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # torch dtype name, e.g. "float32"
+    shape: tuple[int, ...]
+    bucket: int
+    offset: int  # byte offset in the bucket
+    nbytes: int
+
+
+@dataclass
+class WeightsManifest:
+    """Where each named tensor lies in the byte buckets, and the policy version they carry."""
+
+    version: int
+    specs: list[TensorSpec]
+    bucket_sizes: list[int]
+
+    @property
+    def num_bytes(self) -> int:
+        return int(sum(self.bucket_sizes))
+
+
+@dataclass
+class WeightsPayload:
+    """What travels from the learner to the workers: the manifest and, for the object store, bucket refs."""
+
+    manifest: WeightsManifest
+    bucket_refs: list = field(default_factory=list)  # ray.ObjectRef per bucket (object_store backend)
+
+
+def plan_buckets(named: dict[str, torch.Tensor], version: int, bucket_bytes: int) -> WeightsManifest:
+    """Assign tensors, in name order, to buckets of at most `bucket_bytes` (a larger tensor gets its own)."""
+    specs, sizes = [], [0]
+    for name in sorted(named):
+        t = named[name]
+        nbytes = t.numel() * t.element_size()
+        if sizes[-1] > 0 and sizes[-1] + nbytes > bucket_bytes:
+            sizes.append(0)
+        specs.append(TensorSpec(name, str(t.dtype).replace("torch.", ""), tuple(t.shape), len(sizes) - 1, sizes[-1], nbytes))
+        sizes[-1] += nbytes
+    return WeightsManifest(version=version, specs=specs, bucket_sizes=sizes)
+
+
+def pack_buckets(named: dict[str, torch.Tensor], manifest: WeightsManifest) -> list[torch.Tensor]:
+    """The tensors' bytes laid out per the manifest: one flat uint8 tensor per bucket (on the tensors' device)."""
+    device = next(iter(named.values())).device if named else torch.device("cpu")
+    buckets = [torch.empty(size, dtype=torch.uint8, device=device) for size in manifest.bucket_sizes]
+    for spec in manifest.specs:
+        flat = named[spec.name].detach().contiguous().reshape(-1).view(torch.uint8)
+        buckets[spec.bucket][spec.offset : spec.offset + spec.nbytes].copy_(flat)
+    return buckets
+
+
+def unpack_buckets(buckets: list, manifest: WeightsManifest) -> dict[str, torch.Tensor]:
+    """Inverse of `pack_buckets`: name -> tensor views into the buckets (numpy or torch uint8)."""
+    out = {}
+    with warnings.catch_warnings():
+        # Object-store buckets are read-only numpy views (zero-copy); they are only read, then copied.
+        warnings.simplefilter("ignore", UserWarning)
+        torch_buckets = [b if isinstance(b, torch.Tensor) else torch.from_numpy(np.asarray(b)) for b in buckets]
+    for spec in manifest.specs:
+        raw = torch_buckets[spec.bucket][spec.offset : spec.offset + spec.nbytes]
+        out[spec.name] = raw.view(getattr(torch, spec.dtype)).reshape(spec.shape)
+    return out
+
+
+def load_into_module(module: torch.nn.Module, named: dict[str, torch.Tensor]) -> None:
+    """Copy `named` tensors into the module's parameters/buffers of the same names; a name the module lacks
+    or a shape mismatch is an error (the learner and the rollout copy must be the same architecture)."""
+    own = dict(module.named_parameters())
+    own.update(dict(module.named_buffers()))
+    missing = [n for n in named if n not in own]
+    if missing:
+        raise KeyError(f"weight sync: the rollout model has no tensors named {missing[:5]} (of {len(missing)})")
+    with torch.no_grad():
+        for name, value in named.items():
+            target = own[name]
+            if tuple(target.shape) != tuple(value.shape):
+                raise ValueError(f"weight sync: {name} has shape {tuple(target.shape)} here, {tuple(value.shape)} sent")
+            target.copy_(value.to(target.device, target.dtype))
+
+
+# --- backends --------------------------------------------------------------------------------------------------
+
+
+class ObjectStoreSender:
+    """Learner side of the object-store backend."""
+
+    name = "object_store"
+
+    def __init__(self, bucket_mb: float = 64.0):
+        self.bucket_bytes = int(bucket_mb * 2**20)
+
+    def push(self, named: dict[str, torch.Tensor], version: int) -> WeightsPayload:
+        import ray
+
+        manifest = plan_buckets(named, version, self.bucket_bytes)
+        buckets = pack_buckets(named, manifest)
+        refs = [ray.put(b.cpu().numpy()) for b in buckets]
+        return WeightsPayload(manifest=manifest, bucket_refs=refs)
+
+
+class ObjectStoreReceiver:
+    """Worker side of the object-store backend."""
+
+    name = "object_store"
+
+    def pull(self, payload: WeightsPayload) -> dict[str, torch.Tensor]:
+        import ray
+
+        buckets = ray.get(payload.bucket_refs)
+        return unpack_buckets(buckets, payload.manifest)
+
+
+class CollectiveGroup:
+    """A torch.distributed process group of its own (not the default group), built from a TCP store.
+
+    Rank 0 is the learner; ranks 1..M are rollout workers. backend: "nccl" (GPUs) or "gloo" (CPU).
+    """
+
+    def __init__(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int, timeout_s: float = 300.0):
+        import torch.distributed as dist
+
+        self.backend, self.rank, self.world_size = backend, rank, world_size
+        timeout = timedelta(seconds=timeout_s)
+        store = dist.TCPStore(master_addr, master_port, world_size, is_master=(rank == 0), timeout=timeout)
+        prefixed = dist.PrefixStore("weight_sync", store)
+        if backend == "gloo":
+            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+        elif backend == "nccl":
+            self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size)
+        else:
+            raise ValueError(f"collective weight sync backend must be 'nccl' or 'gloo', got {backend!r}")
+        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        self.group.broadcast(tensor, 0).wait()
+
+
+class CollectiveSender:
+    """Learner side of the collective backend: broadcasts each bucket from rank 0."""
+
+    name = "collective"
+
+    def __init__(self, group: CollectiveGroup, bucket_mb: float = 64.0):
+        self.group = group
+        self.bucket_bytes = int(bucket_mb * 2**20)
+
+    def push(self, named: dict[str, torch.Tensor], version: int) -> WeightsPayload:
+        on_device = {k: v.to(self.group.device) for k, v in named.items()}
+        manifest = plan_buckets(on_device, version, self.bucket_bytes)
+        for bucket in pack_buckets(on_device, manifest):
+            self.group.broadcast(bucket)
+        return WeightsPayload(manifest=manifest)
+
+
+class CollectiveReceiver:
+    """Worker side of the collective backend: receives the buckets the manifest announces."""
+
+    name = "collective"
+
+    def __init__(self, group: CollectiveGroup):
+        self.group = group
+
+    def pull(self, payload: WeightsPayload) -> dict[str, torch.Tensor]:
+        buckets = []
+        for size in payload.manifest.bucket_sizes:
+            bucket = torch.empty(size, dtype=torch.uint8, device=self.group.device)
+            self.group.broadcast(bucket)
+            buckets.append(bucket)
+        return unpack_buckets(buckets, payload.manifest)
+
+
+SYNC_BACKENDS = ("auto", "object_store", "collective")
+
+
+def resolve_backend(backend: str, learner_gpus: float, rollout_gpus: float) -> tuple[str, Optional[str]]:
+    """(backend, collective transport) for a configured backend name.
+
+    `auto`: collective over NCCL when both sides have GPUs, otherwise the object store.
+    `collective`: NCCL when both sides have GPUs, gloo otherwise (the CPU path of the same code).
+    """
+    if backend not in SYNC_BACKENDS:
+        raise ValueError(f"weight_sync.backend must be one of {SYNC_BACKENDS}, got {backend!r}")
+    gpus = learner_gpus > 0 and rollout_gpus > 0
+    if backend == "auto":
+        return ("collective", "nccl") if gpus else ("object_store", None)
+    if backend == "collective":
+        return "collective", ("nccl" if gpus else "gloo")
+    return "object_store", None

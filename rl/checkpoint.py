@@ -1,0 +1,106 @@
+"""Checkpoint layout of a GRPO run and the driver's own state.
+
+    <dir>/step_N/learner/     DeepSpeed state (weights, optimizer) of every learner rank
+    <dir>/step_N/policy/      the policy in its own save format (what `rl.evaluate` loads)
+    <dir>/step_N/driver.json  step, data position, RNG state, policy version
+    <dir>/step_N/config.yaml  the resolved config
+    <dir>/latest              the name of the newest COMPLETE step directory, written last and atomically
+
+A step directory without a `latest` pointing at it is incomplete (the job died while writing it) and is ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+LATEST = "latest"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+@dataclass
+class DriverState:
+    """Everything besides the weights that a resumed run needs to continue exactly where it stopped."""
+
+    step: int  # the number of completed GRPO steps
+    policy_version: int
+    schedule: dict  # SceneSchedule.state_dict()
+    rng: dict  # numpy bit generator state of the driver
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+class CheckpointDir:
+    """The checkpoint folder of one run."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def step_dir(self, step: int) -> Path:
+        return self.root / f"step_{step}"
+
+    def begin(self, step: int) -> Path:
+        """An empty directory for the checkpoint of `step` (a leftover partial one is removed)."""
+        path = self.step_dir(step)
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, step: int, keep_last: Optional[int] = None) -> None:
+        """Mark `step` as the latest complete checkpoint, then prune older ones."""
+        tmp = self.root / (LATEST + ".tmp")
+        tmp.write_text(f"step_{step}\n")
+        os.replace(tmp, self.root / LATEST)
+        if keep_last:
+            for old in self.steps()[:-keep_last]:
+                shutil.rmtree(self.step_dir(old), ignore_errors=True)
+
+    def steps(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name)))
+
+    def latest(self) -> Optional[Path]:
+        marker = self.root / LATEST
+        if not marker.is_file():
+            return None
+        path = self.root / marker.read_text().strip()
+        if not path.is_dir():
+            raise CheckpointError(f"{marker} points at {path}, which does not exist")
+        return path
+
+    @staticmethod
+    def save_driver_state(path: Path, state: DriverState) -> None:
+        write_json_atomic(path / "driver.json", asdict(state))
+
+    @staticmethod
+    def load_driver_state(path: Path) -> DriverState:
+        file = path / "driver.json"
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing: {path} is not a complete GRPO checkpoint")
+        return DriverState(**json.loads(file.read_text()))
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def rng_from_state(state: dict) -> np.random.Generator:
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)

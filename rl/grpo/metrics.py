@@ -1,0 +1,80 @@
+"""Metrics of a GRPO step and of an evaluation, as flat dicts with namespaced keys."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+V1_COLUMNS = ("NC", "DAC", "TTC", "EP", "C", "PDMS")
+V2_COLUMNS = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC", "EPDMS")
+
+
+def rollout_metrics(rollouts: list, policy_version: int) -> dict[str, float]:
+    """`rollout/`: samples, reasoning mode and length, sample types, version lag, stage timings."""
+    samples = [s for r in rollouts for s in r.group.samples]
+    if not samples:
+        return {"rollout/num_groups": 0.0}
+    types = [r.sample_type for r in rollouts]
+    out = {
+        "rollout/num_groups": float(len(rollouts)),
+        "rollout/num_samples": float(len(samples)),
+        "rollout/slow_mode_fraction": float(np.mean([s.mode == "slow" for s in samples])),
+        "rollout/reasoning_chars": float(np.mean([len(s.reasoning) for s in samples])),
+        "rollout/completion_tokens": float(np.mean([len(s.completion.token_ids) for s in samples])),
+        "rollout/policy_version_lag": float(max(policy_version - r.policy_version for r in rollouts)),
+        "rollout/trajectory_spread_m": float(np.mean([_spread(r.group.trajectories) for r in rollouts])),
+        "timing/rollout_group_s": float(np.mean([r.seconds for r in rollouts])),
+        "timing/prefill_s": float(np.mean([r.group.timings.prefill_s for r in rollouts])),
+        "timing/reasoning_s": float(np.mean([r.group.timings.reasoning_s for r in rollouts])),
+        "timing/trajectory_s": float(np.mean([r.group.timings.trajectory_s for r in rollouts])),
+    }
+    for t in ("pos", "neg", "rec"):
+        out[f"rollout/groups_{t}"] = float(types.count(t))
+    return out
+
+
+def _spread(trajectories: np.ndarray) -> float:
+    """Mean distance (m) of the group's final positions from their mean: how different the G samples are."""
+    end = trajectories[:, -1, :2]
+    return float(np.linalg.norm(end - end.mean(0), axis=1).mean())
+
+
+def score_metrics(scores: list) -> dict[str, float]:
+    """`reward/`: the total and every component over scorable samples; unscorable counts; scorer time."""
+    totals = np.concatenate([s.totals for s in scores]) if scores else np.zeros(0)
+    components: dict[str, list[float]] = defaultdict(list)
+    for group in scores:
+        for c in group.components:
+            for key, value in c.items():
+                components[key].append(value)
+    out = {
+        "reward/total": float(np.nanmean(totals)) if np.isfinite(totals).any() else float("nan"),
+        "reward/unscorable": float(np.isnan(totals).sum()),
+        "reward/unscorable_fraction": float(np.isnan(totals).mean()) if totals.size else 0.0,
+        "timing/scorer_s": float(sum(s.seconds for s in scores)),
+    }
+    for key, values in components.items():
+        out[f"reward/{key}"] = float(np.mean(values))
+    return out
+
+
+def evaluation_summary(rows: list, version: str) -> dict[str, float]:
+    """`eval/`: the mean of each NAVSIM column over scenes scored without error, and the failure count.
+
+    rows: per scene, the scorer's result list (one dict per plan) or an exception.
+    """
+    columns = V1_COLUMNS if version == "v1" else V2_COLUMNS
+    values: dict[str, list[float]] = defaultdict(list)
+    failed = 0
+    for row in rows:
+        if isinstance(row, Exception):
+            failed += 1
+            continue
+        for key in columns:
+            value = row[0].get(key)
+            if value is not None:
+                values[key].append(float(value))
+    out = {f"eval/{k}": float(np.mean(v)) for k, v in values.items()}
+    out["eval/failed_scenes"] = float(failed)
+    out["eval/num_scenes"] = float(len(rows) - failed)
+    return out

@@ -1,0 +1,131 @@
+"""The GRPO objective on a micro-batch of sampled completions, for `train_target` vlm | expert | joint.
+
+- vlm: the clipped ratio on the reasoning and action tokens' log-probabilities (the paper's choice), KL to the
+  reference with the k1/k3 estimator;
+- expert: the clipped ratio per stochastic denoising step of the flow expert (spanvla.md 2.4), KL to the
+  reference expert in closed form (Gaussian transitions);
+- joint: both, from one VLM forward whose K/V carry gradients into the VLM.
+
+Aggregation is a token (or step) mean over the WHOLE batch of the update: each micro-batch's loss is scaled by
+its share of the batch's tokens (steps) and by the number of learner ranks (whose gradients are averaged).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Optional
+
+import numpy as np
+import torch
+
+from rl.grpo.losses import flow_grpo_loss, grpo_loss
+from sim.scene import Scene
+
+TRAIN_TARGETS = ("vlm", "expert", "joint")
+
+
+@dataclass
+class TrainingSample:
+    """One sampled completion with its advantage. weight 0 marks padding (it contributes nothing)."""
+
+    scene: Scene
+    completion: object  # rl.policy.Completion
+    chain: object  # rl.policy.FlowChain or None
+    advantage: float
+    group_id: int
+    weight: float = 1.0
+
+
+@dataclass
+class ObjectiveConfig:
+    train_target: str = "expert"
+    temperature: float = 1.0  # the rollout's sampling temperature (log-probs are taken under it)
+    kl_beta: float = 0.0
+    kl_estimator: str = "k3"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+
+
+def batch_normalisers(samples: list[TrainingSample]) -> dict[str, float]:
+    """Counted tokens and stochastic flow steps of a whole update batch (the token-mean denominators)."""
+    tokens = sum(float(s.completion.sampled.sum()) * (s.weight > 0) for s in samples)
+    steps = sum(float(s.chain.stochastic.sum()) * (s.weight > 0) for s in samples if s.chain is not None)
+    return {"tokens": max(tokens, 1.0), "steps": max(steps, 1.0)}
+
+
+def _left_aligned(arrays: list[np.ndarray], width: int, dtype=torch.float32) -> torch.Tensor:
+    out = torch.zeros(len(arrays), width, dtype=dtype)
+    for i, a in enumerate(arrays):
+        n = min(len(a), width)
+        out[i, :n] = torch.as_tensor(np.asarray(a[:n]), dtype=dtype)
+    return out
+
+
+def micro_batch_loss(
+    policy,
+    samples: list[TrainingSample],
+    cfg: ObjectiveConfig,
+    normalisers: dict[str, float],
+    world_size: int = 1,
+    reference: Optional[Callable[[], ContextManager]] = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The scaled GRPO loss of `samples` (with grad) and its metrics.
+
+    policy: a `SpanVLAPolicy` in training mode. reference(): a context manager yielding the reference policy
+    (needed when kl_beta > 0). normalisers: `batch_normalisers` of the whole update batch.
+    """
+    if cfg.train_target not in TRAIN_TARGETS:
+        raise ValueError(f"train_target={cfg.train_target!r}: expected one of {TRAIN_TARGETS}")
+    use_tokens = cfg.train_target in ("vlm", "joint")
+    use_flow = cfg.train_target in ("expert", "joint")
+    chains = [s.chain for s in samples] if use_flow else None
+    if use_flow and any(c is None for c in chains):
+        raise ValueError("train_target expert/joint needs flow chains: sample with rollout.action_source=expert")
+    batch = policy.collate_completions([s.scene for s in samples], [s.completion for s in samples])
+    device = policy.device
+    weights = torch.tensor([s.weight for s in samples], dtype=torch.float32, device=device)
+    advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device) * weights
+    with_ref = cfg.kl_beta > 0.0
+    if with_ref and reference is None:
+        raise ValueError("kl_beta > 0 needs a reference policy")
+    ref_ctx = reference() if with_ref else nullcontext(None)
+
+    if cfg.train_target == "joint":
+        tokens, flow = policy.score_completions(batch, chains, cfg.temperature, kv_grad=True)
+    elif use_tokens:
+        tokens, flow = policy.token_logprobs(batch, cfg.temperature), None
+    else:
+        tokens, flow = None, policy.flow_step_logprobs(batch, chains, kv_grad=False)
+    ref_tokens = ref_flow = None
+    if with_ref:
+        with torch.no_grad(), ref_ctx as ref:
+            if use_tokens:
+                ref_tokens = ref.token_logprobs(batch, cfg.temperature).logprobs
+            if use_flow:
+                ref_flow = ref.flow_step_logprobs(batch, chains, kv_grad=False)
+
+    loss = torch.zeros((), device=device)
+    metrics: dict[str, float] = {}
+    if use_tokens:
+        width = tokens.logprobs.shape[1]
+        old = _left_aligned([s.completion.logprobs for s in samples], width).to(device)
+        mask = tokens.mask.float() * weights[:, None]
+        part, stats = grpo_loss(tokens.logprobs, old, advantages, mask, ref_tokens, cfg.kl_beta, cfg.kl_estimator,
+                                cfg.clip_low, cfg.clip_high)
+        share = float(mask.sum()) / normalisers["tokens"] * world_size
+        loss = loss + part * share
+        metrics.update({f"token_{k}": float(v) for k, v in stats.items()})
+    if use_flow:
+        old = torch.stack([torch.as_tensor(c.logprobs, dtype=torch.float32) for c in chains]).to(device)
+        step_mask = flow.stochastic[None, :].float().expand_as(old).to(device) * weights[:, None]
+        part, stats = flow_grpo_loss(
+            flow.logprobs.float(), old, advantages, step_mask,
+            means=flow.means.float().flatten(2) if with_ref else None,
+            ref_means=ref_flow.means.float().flatten(2) if with_ref else None,
+            step_std=flow.stds.float() if with_ref else None,
+            kl_beta=cfg.kl_beta, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+        )
+        share = float(step_mask.sum()) / normalisers["steps"] * world_size
+        loss = loss + part * share
+        metrics.update({f"flow_{k}": float(v) for k, v in stats.items()})
+    return loss, metrics

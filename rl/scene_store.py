@@ -1,0 +1,60 @@
+"""Random access to the scenes of a dataset by row, for the GRPO driver and evaluation.
+
+The rows (scene JSON, PNG images) stay compressed in memory; a scene is decoded when it is asked for.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from sim.conventions import SAMPLE_TYPES
+from sim.dataset import DatasetError, SceneDataset, row_to_scene
+from sim.scene import Scene
+
+_COLUMNS = ["token", "family", "sample_type", "scene_json", "camera_names", "images"]
+
+
+class SceneStore:
+    """The scenes of one dataset directory written by `python -m sim.generate` (or a shard file)."""
+
+    def __init__(self, path: str | Path, where: Optional[dict] = None, limit: Optional[int] = None, cache_size: int = 256):
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"dataset {path} does not exist (write one with `python -m sim.generate`)")
+        self.path = path
+        table = SceneDataset(path).read(_COLUMNS, where=where)
+        if limit is not None:
+            table = table.slice(0, limit)
+        if table.num_rows == 0:
+            raise DatasetError(f"dataset {path} has no scenes{' matching ' + str(where) if where else ''}")
+        self._table = table
+        self.tokens: list[str] = table.column("token").to_pylist()
+        self.families: list[str] = table.column("family").to_pylist()
+        self.sample_types: list[str] = table.column("sample_type").to_pylist()
+        self._cache: OrderedDict[int, Scene] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def rows_by_type(self) -> dict[str, np.ndarray]:
+        types = np.asarray(self.sample_types)
+        return {t: np.flatnonzero(types == t) for t in SAMPLE_TYPES}
+
+    def scene(self, row: int) -> Scene:
+        """The scene of `row` with its camera images decoded (cached; treat it as read-only)."""
+        if row in self._cache:
+            self._cache.move_to_end(row)
+            return self._cache[row]
+        record = self._table.slice(row, 1).to_pylist()[0]
+        scene = row_to_scene(record)
+        self._cache[row] = scene
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return scene
+
+    def scenes(self, rows) -> list[Scene]:
+        return [self.scene(int(r)) for r in rows]

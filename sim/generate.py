@@ -1,0 +1,352 @@
+"""Generate synthetic scene datasets: `python -m sim.generate --num-scenes N --seed S --out DIR`.
+
+Scene i of a split gets the seed `split_base_seed(S, split) + i`; the split bases are 10 M apart, so train,
+val and test never share a scene seed. Families are dealt round-robin (scene i has family i mod F, so
+every family gets the same count within one), and within a family the sample type follows a golden-ratio
+sequence that meets the negative and recovery shares to within about one scene for any count. Scenes are made by
+`sim.scenarios.make_scene`, rendered by `sim.cameras`, and written in shards of fixed index ranges; worker
+processes make chunks of scenes and the main process writes the shards in order, so the files are the same
+byte for byte for any number of workers. Each shard is written atomically; `--resume` keeps the shards a
+previous run of the same options completed.
+
+Splits mode: `--splits train=2000,val=200,test=200` writes DIR/train, DIR/val, DIR/test, each a dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from sim import conventions as C
+from sim.cameras import CameraConfig, render_cameras
+from sim.dataset import (
+    MANIFEST_NAME, SCHEMA_VERSION, SHARD_PATTERN, DatasetError, open_shard, scene_to_row, shard_metadata, write_manifest, write_shard,
+)
+
+SPLIT_SLOTS = {"train": 0, "val": 1, "test": 2}
+SEEDS_PER_SPLIT = 10_000_000
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+FAMILY_PHASE = math.sqrt(2.0) - 1.0
+CHUNK_SCENES = 16  # scenes per unit of work sent to a worker process
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """What a dataset is made of (stored in the manifest and in every shard)."""
+
+    families: tuple[str, ...]
+    neg_share: float = 0.2
+    rec_share: float = 0.1
+    camera: Optional[CameraConfig] = field(default_factory=CameraConfig)  # None: no images
+    shard_size: int = 256
+
+    def __post_init__(self):
+        if not self.families:
+            raise ValueError("generator options: no families")
+        if not (0.0 <= self.neg_share and 0.0 <= self.rec_share and self.neg_share + self.rec_share <= 1.0):
+            raise ValueError(f"generator options: neg_share {self.neg_share} and rec_share {self.rec_share} must be >= 0 "
+                             "and sum to at most 1")
+        if self.shard_size < 1:
+            raise ValueError(f"generator options: shard_size {self.shard_size} must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["families"] = list(self.families)
+        if self.camera is not None:
+            out["camera"]["names"] = list(self.camera.names)
+        return out
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Scene `index` of a split: its family, seed and sample type."""
+
+    index: int
+    family: str
+    seed: int
+    sample_type: str
+
+
+def split_base_seed(seed: int, split: str) -> int:
+    """First scene seed of `split`: train, val and test take slots 0, 1, 2; other names a slot from a hash."""
+    slot = SPLIT_SLOTS.get(split)
+    if slot is None:
+        slot = 3 + zlib.crc32(split.encode()) % 997
+    return seed + slot * SEEDS_PER_SPLIT
+
+
+def sample_type_of(k: int, family_index: int, neg_share: float, rec_share: float) -> str:
+    """Sample type of the k-th scene of family number `family_index`: the golden-ratio sequence
+    u_k = frac((k + 1/2) * 0.618... + family_index * 0.414...) falls below neg_share for negatives, then below
+    neg_share + rec_share for recoveries. Each family meets the shares to within about one scene for any count,
+    and the phase shift per family spreads the rarer types over the families of a small dataset."""
+    u = ((k + 0.5) * GOLDEN + family_index * FAMILY_PHASE) % 1.0
+    if u < neg_share:
+        return "neg"
+    if u < neg_share + rec_share:
+        return "rec"
+    return "pos"
+
+
+def scene_specs(num_scenes: int, seed: int, split: str, options: GeneratorOptions) -> list[SceneSpec]:
+    """The family, seed and sample type of every scene of a split."""
+    if num_scenes > SEEDS_PER_SPLIT:
+        raise ValueError(f"{num_scenes} scenes exceed the {SEEDS_PER_SPLIT} seeds of a split")
+    base = split_base_seed(seed, split)
+    n = len(options.families)
+    return [
+        SceneSpec(i, options.families[i % n], base + i, sample_type_of(i // n, i % n, options.neg_share, options.rec_share))
+        for i in range(num_scenes)
+    ]
+
+
+def make_rows(specs: Sequence[SceneSpec], split: str, camera: Optional[CameraConfig]) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Dataset rows of `specs` (make each scene, render its cameras, encode it: a pure function of its input)
+    and the substitutions made: a scene whose negative or recovery variant cannot be made for its seed is
+    written as the positive scene of that seed, and noted."""
+    from sim.scenarios import GenerationError, make_scene
+
+    rows, substitutions = [], []
+    for spec in specs:
+        try:
+            scene = make_scene(spec.family, spec.seed, spec.sample_type)
+        except GenerationError as e:
+            if spec.sample_type == "pos":
+                raise
+            scene = make_scene(spec.family, spec.seed, "pos")
+            substitutions.append({"index": spec.index, "family": spec.family, "seed": spec.seed,
+                                  "requested": spec.sample_type, "written": "pos", "reason": str(e)})
+        if camera is not None:
+            scene.cameras = render_cameras(scene, camera)
+        rows.append(scene_to_row(scene, split))
+    return rows, substitutions
+
+
+def _make_rows_chunk(chunk: tuple) -> tuple[list[dict[str, Any]], list[dict]]:
+    return make_rows(*chunk)
+
+
+def _single_thread_worker() -> None:
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _shard_identity(split: str, options: GeneratorOptions, shard: int, specs: Sequence[SceneSpec], seed: int) -> dict:
+    """What a shard is made from; stored in its metadata (with its substitutions) to recognise it on resume."""
+    return {"split": split, "seed": seed, "shard": shard, "first_index": specs[0].index, "rows": len(specs),
+            "generator": options.to_json()}
+
+
+def _completed(path: Path, identity: dict) -> bool:
+    """Whether `path` is a readable shard written from exactly `identity`."""
+    if not path.exists():
+        return False
+    try:
+        shard = open_shard(path)
+    except DatasetError:
+        return False
+    stored = shard_metadata(shard)
+    return {k: stored.get(k) for k in identity} == identity and shard.metadata.num_rows == identity["rows"]
+
+
+def generate_dataset(
+    out: str | Path,
+    num_scenes: int,
+    seed: int,
+    options: GeneratorOptions,
+    split: str = "train",
+    workers: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write a dataset of `num_scenes` scenes of `split` to directory `out`; returns its manifest."""
+    out = Path(out)
+    existing = sorted(out.glob("shard-*.parquet")) + ([out / MANIFEST_NAME] if (out / MANIFEST_NAME).exists() else [])
+    if existing and not (resume or overwrite):
+        raise FileExistsError(f"{out} already holds a dataset ({existing[0].name}, ...): pass --overwrite to replace it "
+                              "or --resume to complete it")
+    if overwrite and not resume:
+        for path in existing:
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+    specs = scene_specs(num_scenes, seed, split, options)
+    shards = [specs[i:i + options.shard_size] for i in range(0, num_scenes, options.shard_size)]
+    paths = [out / SHARD_PATTERN.format(s) for s in range(len(shards))]
+    todo = []  # (path, specs, identity) of the shards still to write
+    for s, (path, shard_specs) in enumerate(zip(paths, shards)):
+        identity = _shard_identity(split, options, s, shard_specs, seed)
+        if not (resume and _completed(path, identity)):
+            todo.append((path, shard_specs, identity))
+
+    chunks = [(shard_specs[c:c + CHUNK_SCENES], split, options.camera)
+              for _, shard_specs, _ in todo for c in range(0, len(shard_specs), CHUNK_SCENES)]
+    bar = _progress_bar(sum(len(chunk[0]) for chunk in chunks), f"{split} scenes", progress)
+    results = _run(chunks, workers)
+    for path, shard_specs, identity in todo:
+        rows: list[dict] = []
+        substitutions: list[dict] = []
+        while len(rows) < len(shard_specs):
+            chunk_rows, chunk_substitutions = next(results)
+            rows += chunk_rows
+            substitutions += chunk_substitutions
+            bar.update(len(chunk_rows))
+        write_shard(path, rows, {**identity, "substitutions": substitutions})
+    bar.close()
+
+    # Count what the shards hold (resumed shards included), not what was asked for.
+    counts: dict[str, dict[str, int]] = {f: {t: 0 for t in C.SAMPLE_TYPES} for f in options.families}
+    substitutions = []
+    for path in paths:
+        shard = open_shard(path)
+        substitutions += shard_metadata(shard).get("substitutions", [])
+        table = shard.read(columns=["family", "sample_type"])
+        for family, sample_type in zip(table["family"].to_pylist(), table["sample_type"].to_pylist()):
+            counts[family][sample_type] += 1
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "split": split,
+        "num_scenes": num_scenes,
+        "seed": seed,
+        "scene_seeds": {"first": split_base_seed(seed, split), "last": split_base_seed(seed, split) + num_scenes - 1},
+        "counts": counts,
+        "counts_by_sample_type": {t: sum(c[t] for c in counts.values()) for t in C.SAMPLE_TYPES},
+        "image_size": [options.camera.height, options.camera.width] if options.camera else None,
+        "cameras": list(options.camera.names) if options.camera else [],
+        "generator": options.to_json(),
+        "substitutions": substitutions,
+        "shards": [{"file": path.name, "rows": len(shard_specs)} for path, shard_specs in zip(paths, shards)],
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _run(chunks: list[tuple], workers: int) -> Iterator[tuple[list[dict], list[dict]]]:
+    """`make_rows` of each chunk, in order, made in this process or in `workers` single-threaded processes."""
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield _make_rows_chunk(chunk)
+        return
+    import multiprocessing
+
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    os.environ.update({name: "1" for name in THREAD_ENV})  # inherited by the spawned workers at start-up
+    try:
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_thread_worker) as pool:
+            yield from pool.imap(_make_rows_chunk, chunks)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="scene", disable=not enabled, dynamic_ncols=True)
+
+
+def generate_splits(out: str | Path, splits: dict[str, int], seed: int, options: GeneratorOptions, **kwargs) -> dict[str, Any]:
+    """Write one dataset per split under `out/<split>`; returns {split: manifest} (also in out/splits.json)."""
+    out = Path(out)
+    manifests = {name: generate_dataset(out / name, n, seed, options, split=name, **kwargs) for name, n in splits.items()}
+    summary = {name: {"path": name, "num_scenes": m["num_scenes"], "scene_seeds": m["scene_seeds"]} for name, m in manifests.items()}
+    (out / "splits.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return manifests
+
+
+def parse_splits(text: str) -> dict[str, int]:
+    """'train=2000,val=200' -> {'train': 2000, 'val': 200}."""
+    splits = {}
+    for part in text.split(","):
+        name, sep, count = part.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"--splits: {part!r} is not NAME=COUNT (e.g. train=2000,val=200)")
+        splits[name.strip()] = int(count)
+    return splits
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim.generate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path, help="dataset directory")
+    p.add_argument("--num-scenes", type=_positive_int, help="scenes of the split (single-split mode)")
+    p.add_argument("--splits", type=parse_splits, help="splits mode: NAME=COUNT,... e.g. train=2000,val=200,test=200")
+    p.add_argument("--split", default="train", help="split name in single-split mode (default train)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="base seed (default 0)")
+    p.add_argument("--families", default=None, help="comma-separated scenario families (default: all)")
+    p.add_argument("--neg-share", type=float, default=0.2, help="share of negative scenes (default 0.2)")
+    p.add_argument("--rec-share", type=float, default=0.1, help="share of recovery scenes (default 0.1)")
+    p.add_argument("--height", type=_positive_int, default=CameraConfig.height, help="camera image height (px)")
+    p.add_argument("--width", type=_positive_int, default=CameraConfig.width, help="camera image width (px)")
+    p.add_argument("--no-images", action="store_true", help="write no camera images")
+    p.add_argument("--shard-size", type=_positive_int, default=256, help="scenes per shard (default 256)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--resume", action="store_true", help="keep completed shards of an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sim.scenarios import FAMILIES
+
+    if (args.num_scenes is None) == (args.splits is None):
+        print("give either --num-scenes (one split) or --splits NAME=COUNT,...", file=sys.stderr)
+        return 2
+    families = tuple(FAMILIES) if args.families is None else tuple(f.strip() for f in args.families.split(",") if f.strip())
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        print(f"unknown families {unknown}; known: {', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
+    try:
+        camera = None if args.no_images else CameraConfig.from_any({"height": args.height, "width": args.width})
+        options = GeneratorOptions(families, args.neg_share, args.rec_share, camera, args.shard_size)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    common = dict(workers=args.workers, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    try:
+        if args.splits is not None:
+            manifests = generate_splits(args.out, args.splits, args.seed, options, **common)
+        else:
+            manifests = {args.split: generate_dataset(args.out, args.num_scenes, args.seed, options, split=args.split, **common)}
+    except FileExistsError as e:
+        print(e, file=sys.stderr)
+        return 2
+    for name, m in manifests.items():
+        note = f", {len(m['substitutions'])} written as pos (no neg/rec variant for their seed)" if m["substitutions"] else ""
+        print(f"{name}: {m['num_scenes']} scenes, by sample type {m['counts_by_sample_type']}, {len(m['shards'])} shard(s){note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
