@@ -151,6 +151,14 @@ class Learner:
         """Pack the trainable tensors (object store: put them; collective: broadcast them) for `version`."""
         return self._sender.push(self.sync_tensors(), version)
 
+    def perturb_for_test(self, scale: float) -> None:
+        """Add a deterministic offset to every trainable tensor (tests of weight sync need weights that moved)."""
+        import torch
+
+        with torch.no_grad():
+            for i, p in enumerate(t for t in self.policy.parameters() if t.requires_grad):
+                p.add_(scale * (i + 1))
+
     def trainable_state(self) -> dict[str, np.ndarray]:
         """Copies of the trainable tensors (float32 numpy) - for tests comparing runs."""
         return {k: v.float().cpu().numpy().copy() for k, v in self.sync_tensors().items()}

@@ -31,7 +31,8 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, runti
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     logger.info("starting a local Ray (num_cpus=%s)", num_cpus)
-    ray.init(num_cpus=num_cpus, num_gpus=0 if _no_gpus() else None, _node_ip_address="127.0.0.1",
+    # address="local": always a new cluster (a bare ray.init() would join any cluster this machine runs).
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=0 if _no_gpus() else None, _node_ip_address="127.0.0.1",
              include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
 
 

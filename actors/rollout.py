@@ -102,6 +102,9 @@ class RolloutWorker:
         self.policy_version = payload.manifest.version
         return self.policy_version
 
+    def version(self) -> int:
+        return self.policy_version
+
     def tensors(self, names: list[str]) -> dict[str, np.ndarray]:
         """Copies of named parameters (float32 numpy) - for checking weight sync."""
         params = dict(self.policy.named_parameters())

@@ -193,6 +193,27 @@ class DebugConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """Sizes of the end-to-end pipeline `python -m rl.demo` runs (data -> codebook -> SFT -> GRPO -> evaluation)."""
+
+    train_scenes: int = 1600
+    val_scenes: int = 96
+    test_scenes: int = 240
+    families: Optional[list[str]] = None  # None: every family
+    neg_share: float = 0.2
+    rec_share: float = 0.1
+    image_height: int = 32
+    image_width: int = 64
+    generate_workers: int = 2
+    codebook_tokens: int = 256
+    codebook_delta: float = 0.2
+    vlm_steps: int = 300
+    expert_steps: int = 300
+    eval_version: str = "v1"
+    pictures: int = 4  # scenes pictured before and after post-training
+
+
+@dataclass
 class TrainConfig:
     """Everything one run needs. `policy_init`: the SFT policy directory GRPO starts from."""
 
@@ -211,6 +232,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def validate(self) -> "TrainConfig":
         """Checks the types cannot express; each error names the key and what to change."""

@@ -18,7 +18,7 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=8, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
+        ray.init(address="local", num_cpus=8, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
                  log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -1,0 +1,296 @@
+"""Score a saved policy (or a baseline) with NAVSIM's PDMS / EPDMS on a dataset or a folder of scene JSON files.
+
+    python -m rl.evaluate --checkpoint DIR --scenes DIR [--version v1|v2] [--out DIR]
+    python -m rl.evaluate --baseline constant_velocity|ground_truth --scenes DIR [...]
+
+`--scenes`: a dataset written by `python -m sim.generate` (any seed; e.g. runs/demo/data/test), one of its shard
+files, a folder of scene JSON files (`../shared/spec/scene_json.md`) or one such file. Writes to --out:
+  results.csv   one row per scene with the columns of NAVSIM's result CSV (v1: token, valid,
+                no_at_fault_collisions, drivable_area_compliance, ego_progress,
+                time_to_collision_within_bound, comfort, driving_direction_compliance, score; v2 adds
+                traffic_light_compliance, lane_keeping, history_comfort, two_frame_extended_comfort) plus
+                family, sample_type and error; a final `average` row over the valid scenes (failed scenes are
+                reported with valid = False and their error, and left out of the average, as in NAVSIM);
+  summary.json  the average, per scenario family and per sample type, and the failed scenes;
+and prints the summary table. Only the policy needs camera images; the baselines score any scene.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from sim.scene import Scene
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("constant_velocity", "ground_truth")
+# scene_json keys -> NAVSIM result-CSV columns
+V1_COLUMNS = {"NC": "no_at_fault_collisions", "DAC": "drivable_area_compliance", "EP": "ego_progress",
+              "TTC": "time_to_collision_within_bound", "C": "comfort", "DDC_weight0": "driving_direction_compliance",
+              "PDMS": "score"}
+V2_COLUMNS = {"NC": "no_at_fault_collisions", "DAC": "drivable_area_compliance", "DDC": "driving_direction_compliance",
+              "TLC": "traffic_light_compliance", "EP": "ego_progress", "TTC": "time_to_collision_within_bound",
+              "LK": "lane_keeping", "HC": "history_comfort", "EC": "two_frame_extended_comfort", "EPDMS": "score"}
+# Families whose typical mistakes the negative samples show (collisions with the lead, cut-ins, red lights).
+NEGATIVE_PRONE_FAMILIES = ("cut_in", "lead_braking", "red_light", "stop_and_go", "vru_crossing", "unprotected_left")
+
+
+def columns_for(version: str) -> dict[str, str]:
+    return V1_COLUMNS if version == "v1" else V2_COLUMNS
+
+
+# --- scenes ---------------------------------------------------------------------------------------------------
+
+def iter_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = None) -> tuple[int, Iterator[Scene]]:
+    """(count, scenes) from a dataset directory / shard, a folder of scene JSON files, or one JSON file."""
+    from sim.dataset import SceneDataset
+    from sim.scene_json import load_scene_json
+
+    path = Path(path)
+    json_files = sorted(path.glob("*.json")) if path.is_dir() else ([path] if path.suffix == ".json" else [])
+    json_files = [f for f in json_files if f.name not in ("manifest.json", "splits.json")]
+    is_dataset = path.is_file() and path.suffix == ".parquet" or path.is_dir() and (
+        (path / "manifest.json").exists() or any(path.glob("shard-*.parquet")))
+    if is_dataset:
+        dataset = SceneDataset(path)
+        where = {"sample_type": list(sample_types)} if sample_types else None
+        count = dataset.read(["token"], where=where).num_rows
+        return count, dataset.scenes(where=where)
+    if json_files:
+        def load() -> Iterator[Scene | UnreadableScene]:
+            for file in json_files:
+                try:
+                    scene, _, _ = load_scene_json(file)
+                except Exception as err:  # reported as a failed scene, like NAVSIM's failed tokens
+                    yield UnreadableScene(file.stem, f"{type(err).__name__}: {err}")
+                    continue
+                if not sample_types or scene.sample_type in sample_types:
+                    yield scene
+        return len(json_files), load()
+    raise FileNotFoundError(f"--scenes {path}: not a dataset (manifest.json / shard-*.parquet) nor scene JSON files")
+
+
+@dataclass
+class UnreadableScene:
+    """A scene file that could not be read: reported as a failed row."""
+
+    token: str
+    error: str
+    family: str = ""
+    sample_type: str = ""
+
+
+# --- planners -------------------------------------------------------------------------------------------------
+
+def constant_velocity_plan(scene: Scene, horizon: int = 8, interval_s: float = 0.5) -> np.ndarray:
+    """(horizon, 3): keep the current velocity (ego frame) and heading."""
+    t = (np.arange(horizon) + 1) * interval_s
+    return np.stack([scene.ego.vx * t, scene.ego.vy * t, np.zeros(horizon)], axis=-1)
+
+
+def ground_truth_plan(scene: Scene, horizon: int = 8, interval_s: float = 0.5) -> np.ndarray:
+    """The scene's ground truth resampled to the plan's grid (rec scenes: the recovery; 5 s at 0.5 s stored)."""
+    if scene.future is None:
+        raise ValueError(f"scene {scene.token!r} has no ground-truth future")
+    from rl.policy.trajectory import resample_poses
+
+    return resample_poses(np.asarray(scene.future, dtype=np.float64), 0.5, horizon, interval_s)
+
+
+@dataclass
+class Planner:
+    """Plans for a batch of scenes: the policy (expert or action tokens) or a baseline."""
+
+    name: str
+    policy: object = None
+    action_source: Optional[str] = None
+    horizon: int = 8
+    interval_s: float = 0.5
+
+    def __call__(self, scenes: list[Scene]) -> np.ndarray:
+        if self.policy is not None:
+            missing = [s.token for s in scenes if not s.cameras or any(c.images is None for c in s.cameras)]
+            if missing:
+                raise ValueError(f"scenes {missing[:3]} have no camera images: the policy needs them (baselines do not)")
+            return self.policy.plan(scenes, action_source=self.action_source).trajectories
+        make = constant_velocity_plan if self.name == "constant_velocity" else ground_truth_plan
+        return np.stack([make(s, self.horizon, self.interval_s) for s in scenes])
+
+
+def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_source: Optional[str]) -> Planner:
+    if baseline:
+        if baseline not in BASELINES:
+            raise ValueError(f"--baseline {baseline!r}: expected one of {BASELINES}")
+        return Planner(baseline)
+    import torch
+
+    from rl.policy import SpanVLAPolicy
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = SpanVLAPolicy.load(checkpoint, device=device).eval()
+    source = action_source or policy.config.action_source
+    e = policy.config.expert
+    return Planner(f"policy[{source}]", policy, source, e.horizon, e.interval_s)
+
+
+# --- scoring --------------------------------------------------------------------------------------------------
+
+def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, version: str = "v1", batch_size: int = 8,
+             show_progress: bool = True) -> pd.DataFrame:
+    """One row per scene (NAVSIM columns + family, sample_type, error); failed scenes have valid = False."""
+    from rewards.pdm import PDMScorer
+
+    scorer = PDMScorer(version)
+    names = columns_for(version)
+    rows = []
+    bar = tqdm(total=total, desc=f"evaluate {planner.name}", unit="scene", disable=not show_progress, dynamic_ncols=True)
+    for batch in _batches(scenes, batch_size):
+        unreadable = [s for s in batch if isinstance(s, UnreadableScene)]
+        for s in unreadable:
+            rows.append({"token": s.token, "valid": False, **{c: math.nan for c in names.values()},
+                         "family": "", "sample_type": "", "error": f"reading: {s.error}"})
+        batch = [s for s in batch if not isinstance(s, UnreadableScene)]
+        if not batch:
+            bar.update(len(unreadable))
+            continue
+        try:
+            plans = planner(batch)
+            plan_error = None
+        except Exception as err:  # a planner failure fails the batch's scenes, reported
+            plans, plan_error = [None] * len(batch), f"planner: {type(err).__name__}: {err}"
+        for scene, plan in zip(batch, plans):
+            row = {"token": scene.token, "valid": False, **{c: math.nan for c in names.values()},
+                   "family": scene.family, "sample_type": scene.sample_type, "error": plan_error}
+            if plan is not None:
+                try:
+                    result = scorer.score(scorer.prepare(scene), plan[None], interval_s=planner.interval_s)[0]
+                    row.update({names[k]: (math.nan if result.get(k) is None else float(result[k])) for k in names})
+                    row["valid"] = True
+                except Exception as err:
+                    row["error"] = f"scorer: {type(err).__name__}: {err}"
+            rows.append(row)
+        bar.update(len(batch) + len(unreadable))
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def _batches(items: Iterator[Scene], size: int) -> Iterator[list[Scene]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def with_average_row(frame: pd.DataFrame, version: str) -> pd.DataFrame:
+    """Append NAVSIM's `average` row: column means over the valid scenes."""
+    valid = frame[frame["valid"]]
+    average = {"token": "average", "valid": bool(len(valid)), "family": "", "sample_type": "", "error": None}
+    average.update({c: float(valid[c].mean()) if len(valid) else math.nan for c in columns_for(version).values()})
+    return pd.concat([frame, pd.DataFrame([average])], ignore_index=True)
+
+
+def summarise(frame: pd.DataFrame, version: str) -> dict:
+    """Averages overall, per family, per sample type and over the negative-prone families; failures."""
+    cols = list(columns_for(version).values())
+    valid = frame[frame["valid"]]
+
+    def means(part: pd.DataFrame) -> dict:
+        out = {c: float(part[c].mean()) for c in cols}
+        out["num_scenes"] = int(len(part))
+        out["at_fault_collision_rate"] = float((part["no_at_fault_collisions"] < 1.0).mean()) if len(part) else math.nan
+        return out
+
+    prone = valid[valid["family"].isin(NEGATIVE_PRONE_FAMILIES)]
+    return {
+        "version": version,
+        "average": means(valid),
+        "by_family": {f: means(g) for f, g in sorted(valid.groupby("family"))},
+        "by_sample_type": {t: means(g) for t, g in sorted(valid.groupby("sample_type"))},
+        "negative_prone_families": means(prone),
+        "failed": [{"token": r.token, "error": r.error} for r in frame[~frame["valid"]].itertuples()],
+    }
+
+
+def format_summary(summary: dict, title: str = "") -> str:
+    """A plain-text table: score and sub-scores per family, then the averages."""
+    version = summary["version"]
+    keys = [k for k in columns_for(version) if k not in ("DDC_weight0",)]
+    names = columns_for(version)
+    header = f"{'':24s}{'n':>5s}" + "".join(f"{k:>7s}" for k in keys) + f"{'coll%':>7s}"
+    lines = [title, header] if title else [header]
+
+    def line(label: str, m: dict) -> str:
+        return f"{label:24s}{m['num_scenes']:5d}" + "".join(f"{m[names[k]]:7.3f}" for k in keys) + \
+            f"{100 * m['at_fault_collision_rate']:7.1f}"
+
+    for family, m in summary["by_family"].items():
+        lines.append(line(family, m))
+    for sample_type, m in summary["by_sample_type"].items():
+        lines.append(line(f"[{sample_type}]", m))
+    if summary["negative_prone_families"]["num_scenes"]:
+        lines.append(line("negative-prone families", summary["negative_prone_families"]))
+    lines.append(line("average", summary["average"]))
+    if summary["failed"]:
+        lines.append(f"failed scenes: {len(summary['failed'])} (see results.csv)")
+    return "\n".join(lines)
+
+
+def run_evaluation(scenes: str, out: Optional[str], version: str = "v1", checkpoint: Optional[str] = None,
+                   baseline: Optional[str] = None, action_source: Optional[str] = None,
+                   sample_types: Optional[Sequence[str]] = None, batch_size: int = 8,
+                   show_progress: bool = True) -> dict:
+    """Evaluate and (with `out`) write results.csv and summary.json; returns the summary."""
+    planner = load_planner(checkpoint, baseline, action_source)
+    total, stream = iter_scenes(scenes, sample_types)
+    frame = evaluate(planner, stream, total, version, batch_size, show_progress)
+    summary = summarise(frame, version)
+    summary["planner"] = planner.name
+    summary["scenes"] = str(scenes)
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with_average_row(frame, version).to_csv(out_dir / "results.csv", index=False)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--checkpoint", help="a saved policy directory (e.g. <run>/ckpt/step_N/policy or an SFT policy)")
+    who.add_argument("--baseline", choices=BASELINES)
+    parser.add_argument("--scenes", required=True, help="dataset dir / shard, folder of scene JSON files, or one file")
+    parser.add_argument("--version", choices=("v1", "v2"), default="v1")
+    parser.add_argument("--out", help="folder for results.csv and summary.json")
+    parser.add_argument("--action-source", choices=("expert", "tokens"), help="policy trajectories (default: its config)")
+    parser.add_argument("--sample-types", default="pos", help="comma-separated sample types to score ('all' for every one)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sample_types = None if args.sample_types == "all" else [t for t in args.sample_types.split(",") if t]
+    try:
+        summary = run_evaluation(args.scenes, args.out, args.version, args.checkpoint, args.baseline,
+                                 args.action_source, sample_types, args.batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summary, f"{summary['planner']} on {args.scenes} (NAVSIM {args.version})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

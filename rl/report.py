@@ -1,0 +1,179 @@
+"""The report of an end-to-end run: result tables, training curves and before/after pictures."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from rl.checkpoint import CheckpointDir
+from rl.evaluate import NEGATIVE_PRONE_FAMILIES, V1_COLUMNS, V2_COLUMNS
+from rl.tracking import read_metrics
+
+
+def _cell(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def planner_table(results: dict, version: str) -> str:
+    """Markdown: one row per planner with the score and every sub-score (test split, positive scenes)."""
+    columns = V1_COLUMNS if version == "v1" else V2_COLUMNS
+    keys = [k for k in columns if k != "DDC_weight0"]
+    lines = ["| planner | scenes | " + " | ".join(keys) + " | at-fault collisions |",
+             "|---|---|" + "---|" * len(keys) + "---|"]
+    for name, by_version in results.items():
+        avg = by_version[version]["average"]
+        cells = [_cell(avg[columns[k]]) for k in keys]
+        lines.append(f"| {name} | {avg['num_scenes']} | " + " | ".join(cells) +
+                     f" | {100 * avg['at_fault_collision_rate']:.1f}% |")
+    return "\n".join(lines)
+
+
+def family_table(results: dict, before: str, after: str, version: str = "v1") -> str:
+    """Markdown: score and at-fault collision rate per family, before and after post-training."""
+    score = "score"
+    b, a = results[before][version], results[after][version]
+    lines = [f"| family | scenes | {before} | {after} | change | collisions {before} | collisions {after} |",
+             "|---|---|---|---|---|---|---|"]
+    rows = [(f, b["by_family"][f], a["by_family"].get(f)) for f in b["by_family"]]
+    rows.append(("**negative-prone families**", b["negative_prone_families"], a["negative_prone_families"]))
+    rows.append(("**all**", b["average"], a["average"]))
+    for family, mb, ma in rows:
+        if ma is None:
+            continue
+        change = (ma[score] - mb[score]) / mb[score] * 100 if mb[score] else float("nan")
+        lines.append(f"| {family} | {mb['num_scenes']} | {mb[score]:.3f} | {ma[score]:.3f} | {change:+.1f}% | "
+                     f"{100 * mb['at_fault_collision_rate']:.1f}% | {100 * ma['at_fault_collision_rate']:.1f}% |")
+    return "\n".join(lines)
+
+
+def headline(results: dict, before: str, after: str) -> dict:
+    """The two targets: relative PDMS gain, and the change of at-fault collisions in cut-in, lead-braking and
+    red-light scenes."""
+    b, a = results[before]["v1"], results[after]["v1"]
+    gain = a["average"]["score"] / b["average"]["score"] if b["average"]["score"] else float("nan")
+    families = ("cut_in", "lead_braking", "red_light")
+
+    def collisions(summary):
+        parts = [summary["by_family"][f] for f in families if f in summary["by_family"]]
+        n = sum(p["num_scenes"] for p in parts)
+        return sum(p["at_fault_collision_rate"] * p["num_scenes"] for p in parts) / n if n else float("nan")
+
+    cb, ca = collisions(b), collisions(a)
+    return {"pdms_before": b["average"]["score"], "pdms_after": a["average"]["score"], "pdms_ratio": gain,
+            "epdms_before": results[before]["v2"]["average"]["score"],
+            "epdms_after": results[after]["v2"]["average"]["score"],
+            "collision_rate_before": cb, "collision_rate_after": ca,
+            "collision_reduction": 1.0 - ca / cb if cb else float("nan")}
+
+
+def plot_curves(out: Path, series: dict[str, tuple[Path, list[str]]]) -> list[Path]:
+    """One PNG per run: the named metrics of its metrics.jsonl against the step."""
+    written = []
+    for title, (metrics_file, keys) in series.items():
+        if not metrics_file.is_file():
+            continue
+        records = read_metrics(metrics_file)
+        fig = Figure(figsize=(4.0 * len(keys), 3.0))
+        for i, key in enumerate(keys):
+            ax = fig.add_subplot(1, len(keys), i + 1)
+            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="." if len(points) < 40 else None)
+            ax.set_title(key, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.grid(alpha=0.3)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        path = out / f"curve_{title}.png"
+        fig.savefig(path, dpi=90)
+        written.append(path)
+    return written
+
+
+def pick_scenes(eval_dir: Path, before: str, count: int) -> list[str]:
+    """Tokens of test scenes worth picturing: the negative-prone families' scenes the SFT policy scored lowest."""
+    frame = pd.read_csv(eval_dir / before / "v1" / "results.csv")
+    frame = frame[(frame["token"] != "average") & frame["valid"].astype(bool)]
+    prone = frame[frame["family"].isin(NEGATIVE_PRONE_FAMILIES)]
+    pool = prone if len(prone) >= count else frame
+    return pool.sort_values("score").head(count)["token"].tolist()
+
+
+def before_after_pictures(paths, before_policy: str, after_policy: str, tokens: list[str], source: str) -> list[Path]:
+    """BEV pictures of the same scenes with the SFT plan, the post-trained plan and the ground truth."""
+    from rewards.pdm import PDMScorer
+    from rl.policy import SpanVLAPolicy
+    from rl.scene_store import SceneStore
+    from sim.bev import save_scene_picture
+
+    store = SceneStore(paths.split("test"))
+    rows = [store.tokens.index(t) for t in tokens]
+    scenes = store.scenes(rows)
+    if not scenes:
+        return []
+    plans = {}
+    for label, policy_dir in (("SFT", before_policy), ("GRPO", after_policy)):
+        result = SpanVLAPolicy.load(policy_dir).eval().plan(scenes, action_source=source)
+        plans[label] = (result.trajectories, result.reasoning)
+    scorer = PDMScorer("v1")
+    written = []
+    for i, scene in enumerate(scenes):
+        prepared = scorer.prepare(scene)
+        lines = [f"{scene.token}  ({scene.family}, {scene.sample_type})"]
+        for label in plans:
+            score = scorer.score(prepared, plans[label][0][i][None])[0]
+            lines.append(f"{label}: PDMS {score['PDMS']:.3f} (NC {score['NC']:.1f} DAC {score['DAC']:.0f} "
+                         f"TTC {score['TTC']:.0f} EP {score['EP']:.2f}) - {plans[label][1][i][:160]}")
+        path = paths.report / f"before_after_{i}_{scene.family}.png"
+        save_scene_picture(path, scene, plans=[plans["SFT"][0][i], plans["GRPO"][0][i]], plan_labels=["SFT", "GRPO"],
+                           plan_colors=["tab:orange", "tab:blue"], text="\n".join(lines))
+        written.append(path)
+    return written
+
+
+def write_report(paths, results: dict, codebook: dict, cfg, before: str, after: str) -> Path:
+    """Write <out>/report: results.md, results.json, curves and pictures. Returns results.md."""
+    out = paths.report
+    out.mkdir(parents=True, exist_ok=True)
+    summary = headline(results, before, after)
+    curves = plot_curves(out, {
+        "sft_vlm": (paths.sft_vlm / "metrics.jsonl", ["sft/loss", "sft/action_accuracy"]),
+        "sft_expert": (paths.sft_expert / "metrics.jsonl", ["sft/loss"]),
+        "grpo": (paths.grpo / "metrics.jsonl", ["reward/total", "reward/pdms", "eval/PDMS", "train/grad_norm"]),
+    })
+    source = "tokens" if after.endswith("tokens") else "expert"
+    tokens = pick_scenes(paths.eval, before, cfg.pipeline.pictures)
+    pictures = []
+    latest = CheckpointDir(paths.grpo / "ckpt").latest()
+    if latest is not None and tokens:
+        pictures = before_after_pictures(paths, str(paths.sft_expert / "policy"), str(latest / "policy"), tokens, source)
+    text = [
+        "# Results of the end-to-end run",
+        "",
+        f"Test split: {results[before]['v1']['average']['num_scenes']} positive scenes. "
+        f"Post-training: GRPO on `{cfg.grpo.train_target}`, {cfg.grpo.steps} steps x {cfg.grpo.groups_per_step} "
+        f"scenes x {cfg.grpo.group_size} samples, trajectories from `{cfg.rollout.action_source}`.",
+        "",
+        f"**PDMS {summary['pdms_before']:.3f} -> {summary['pdms_after']:.3f} (x{summary['pdms_ratio']:.3f}); "
+        f"EPDMS {summary['epdms_before']:.3f} -> {summary['epdms_after']:.3f}; at-fault collisions in cut-in, "
+        f"lead-braking and red-light scenes {100 * summary['collision_rate_before']:.1f}% -> "
+        f"{100 * summary['collision_rate_after']:.1f}%.**",
+        "",
+        "## NAVSIM v1 (PDMS)", "", planner_table(results, "v1"), "",
+        "## NAVSIM v2 (EPDMS, one stage, log-replay traffic, no previous frame: EC not scored)", "",
+        planner_table(results, "v2"), "",
+        "## Per scenario family (PDMS)", "", family_table(results, before, after), "",
+        f"Action codebook: {codebook['num_tokens']} tokens, round trip ADE {codebook['round_trip_ade_m']:.3f} m, "
+        f"FDE {codebook['round_trip_fde_m']:.3f} m on the training split's ground truths.",
+        "",
+        "Curves: " + ", ".join(p.name for p in curves) + ". Pictures: " + ", ".join(p.name for p in pictures) + ".",
+    ]
+    md = out / "results.md"
+    md.write_text("\n".join(text) + "\n")
+    (out / "results.json").write_text(json.dumps({"headline": summary, "results": results, "codebook": codebook},
+                                                 indent=1, default=float))
+    return md

@@ -1,0 +1,100 @@
+"""The main job's pipeline at smoke size (configs/tiny_smoke.yaml): data -> codebook -> SFT -> GRPO -> evaluation
+-> report, on a local Ray; plus the evaluation command on its outputs and the entry points' bad-input errors."""
+import json
+
+import pandas as pd
+import pytest
+
+from rl.config import TrainConfig
+from rl.config_io import ConfigError, load_config
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ray_cluster, tmp_path_factory):
+    from rl.demo import run_pipeline
+
+    out = tmp_path_factory.mktemp("demo")
+    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
+    results = run_pipeline(cfg, out)
+    return out, results
+
+
+@pytest.mark.ray
+def test_the_pipeline_writes_a_report_with_every_planner_and_both_versions(smoke_run):
+    out, results = smoke_run
+    assert set(results) == {"ground_truth", "constant_velocity", "sft_tokens", "sft_expert", "grpo_expert"}
+    for name, by_version in results.items():
+        for version in ("v1", "v2"):
+            average = by_version[version]["average"]
+            assert 0.0 <= average["score"] <= 1.0 and average["num_scenes"] > 0, (name, version)
+    assert results["ground_truth"]["v1"]["average"]["score"] > results["constant_velocity"]["v1"]["average"]["score"]
+    report = out / "report"
+    text = (report / "results.md").read_text()
+    assert "| grpo_expert |" in text and "negative-prone families" in text
+    assert json.loads((report / "results.json").read_text())["headline"]["pdms_before"] > 0
+    for curve in ("curve_sft_vlm.png", "curve_sft_expert.png", "curve_grpo.png"):
+        assert (report / curve).stat().st_size > 1000
+    assert len(list(report.glob("before_after_*.png"))) == 2
+
+
+@pytest.mark.ray
+def test_the_evaluation_command_writes_navsim_rows_and_an_average(smoke_run, tmp_path, capsys):
+    from rl.evaluate import main
+
+    out, _ = smoke_run
+    assert main(["--checkpoint", str(out / "grpo" / "ckpt" / "step_2" / "policy"), "--scenes", str(out / "data" / "test"),
+                 "--version", "v2", "--out", str(tmp_path), "--sample-types", "all"]) == 0
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert list(frame.columns[:3]) == ["token", "valid", "no_at_fault_collisions"]
+    assert "traffic_light_compliance" in frame.columns and "two_frame_extended_comfort" in frame.columns
+    assert frame["token"].iloc[-1] == "average"
+    body = frame.iloc[:-1]
+    assert len(body) == 16 and body["valid"].all()
+    assert frame["score"].iloc[-1] == pytest.approx(body["score"].mean())
+    assert "average" in capsys.readouterr().out
+
+
+def test_evaluation_reports_failed_scenes_instead_of_dropping_them(tmp_path):
+    """A scene file that cannot be read (its centre line is a single point) is a failed row, not a crash."""
+    import numpy as np
+
+    from rl.evaluate import run_evaluation
+    from sim.scenarios import make_scene
+    from sim.scene_json import scene_to_json, write_scene_json
+
+    write_scene_json(tmp_path / "good.json", make_scene("lane_follow", 1))
+    bad = scene_to_json(make_scene("lane_follow", 2))
+    bad["map"]["centerline"] = bad["map"]["centerline"][:1]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    summary = run_evaluation(str(tmp_path), str(tmp_path / "out"), "v1", baseline="constant_velocity",
+                             sample_types=None, show_progress=False)
+    assert summary["average"]["num_scenes"] == 1
+    assert [f["token"] for f in summary["failed"]] == ["bad"]
+    assert "map.centerline" in summary["failed"][0]["error"]
+    frame = pd.read_csv(tmp_path / "out" / "results.csv").set_index("token")
+    assert not frame.loc["bad", "valid"] and np.isnan(frame.loc["bad", "score"])
+
+
+def test_a_wrong_config_key_names_the_key_and_suggests_the_right_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'rollout.num_wrkers'.*rollout.num_workers"):
+        load_config(TrainConfig, "configs/tiny.yaml", ["rollout.num_wrkers=2"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo:\n  group_sise: 8\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'grpo.group_sise'"):
+        load_config(TrainConfig, bad)
+    with pytest.raises(ConfigError, match="grpo.train_target='tokens'"):
+        load_config(TrainConfig, "configs/tiny.yaml", ["grpo.train_target=tokens"])
+    with pytest.raises(ConfigError, match="bad value for 'grpo.steps'"):
+        load_config(TrainConfig, "configs/tiny.yaml", ["grpo.steps=many"])
+
+
+def test_the_train_command_names_a_missing_dataset(tmp_path, capsys):
+    from rl.train import main
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    code = main(["--config", "configs/tiny.yaml", f"policy_init={policy}", f"data.train={tmp_path / 'nowhere'}"])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
