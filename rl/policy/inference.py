@@ -1,0 +1,163 @@
+"""Inference: batched deterministic planning, and group sampling for RL rollouts (one prefill, G samples
+of reasoning and of the flow). Functions of a `SpanVLAPolicy`; its methods call them."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+import torch
+
+from rl.policy import prompt as P
+from rl.policy.backbone import cache_layer_kv, prefix_positions, run_prefix
+from rl.policy.config import ACTION_SOURCES
+from rl.policy.decoding import DecodeOptions, DecodeResult, generate
+from rl.policy.expert import ActionExpert
+from rl.policy.flow import draw_start, sample_flow
+from rl.policy.outputs import FlowChain, GroupSample, PlanResult, PolicySample, StageTimings
+from sim.scene import Scene
+
+if TYPE_CHECKING:
+    from rl.policy.policy import SpanVLAPolicy
+
+
+def _generator(device: torch.device, seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Generator:
+    if generator is not None:
+        return generator
+    g = torch.Generator(device=device)
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+def _check_source(policy: "SpanVLAPolicy", action_source: str) -> None:
+    if action_source not in ACTION_SOURCES:
+        raise ValueError(f"action_source={action_source!r}: expected one of {ACTION_SOURCES}")
+    if action_source == "tokens" and policy.codebook is None:
+        raise ValueError("action_source 'tokens' needs a codebook: set one with SpanVLAPolicy.set_codebook")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def prefill(policy: "SpanVLAPolicy", scenes: Sequence[Scene]):
+    """Collate and run the prompt: -> (inputs, positions, cache, last-token logits (B, V) fp32)."""
+    inputs = policy.collator().collate(scenes).to(policy.device, policy.dtype)
+    positions = prefix_positions(policy.vlm, inputs.input_ids, inputs.attention_mask, inputs.mm_token_type_ids,
+                                 inputs.video_grid_thw, inputs.second_per_grid_ts)
+    hidden, cache = run_prefix(policy.vlm, inputs, positions)
+    logits = policy.vlm.lm_head(hidden[:, -1]).float()
+    return inputs, positions, cache, logits
+
+
+def _decode(policy, cache, logits, key_mask, next_position, action_source, temperature, top_p, max_reasoning_tokens,
+            generator) -> DecodeResult:
+    options = DecodeOptions(mode=action_source, action_vocab=policy.action_vocab, temperature=temperature, top_p=top_p,
+                            max_reasoning_tokens=max_reasoning_tokens, num_action_tokens=policy.num_action_tokens)
+    return generate(policy.vlm, policy.tokenizer, cache, logits, key_mask, next_position, options, generator)
+
+
+@torch.no_grad()
+def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torch.Tensor, velocity: torch.Tensor,
+               flow_noise: float = 0.0, generator: Optional[torch.Generator] = None):
+    """The expert on a decoded cache (after `<action_gen>`): context, flow from the prior (a_his itself, or
+    a_his + sigma0 eps when `flow_noise` > 0 or for init noise), denormalisation.
+    -> (trajectories (B, N, 3) numpy ego frame, FlowSample, sigma0)."""
+    ctx = expert.context(cache_layer_kv(cache), decoded.key_mask, decoded.next_position, history)
+    noisy_start = flow_noise > 0.0 or expert.cfg.init == "noise"
+    x0 = draw_start(ctx.prior, ctx.sigma0, noisy_start, generator)
+    flow = sample_flow(lambda x, t: expert.velocity(x, t, ctx), x0, ctx.prior, ctx.sigma0, expert.cfg.num_steps,
+                       flow_noise, generator)
+    trajectories = expert.normalizer.denormalize(flow.final.float(), velocity.float())
+    return trajectories.cpu().double().numpy(), flow, ctx.sigma0
+
+
+def _parse(policy, completion_ids) -> tuple[str, P.ParsedOutput]:
+    text = policy.tokenizer.decode(completion_ids)
+    return text, P.parse_output(text)
+
+
+def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, seed: int = 0) -> PlanResult:
+    """Trajectories (B, N, 3) for a batch of scenes: greedy reasoning, then the expert's deterministic Euler
+    flow from a_his (`init: noise` draws its start with `seed`), or the decoded action tokens."""
+    _check_source(policy, action_source)
+    device = policy.device
+    generator = _generator(device, seed, None)
+    timings = StageTimings()
+    _sync(device)
+    start = time.perf_counter()
+    inputs, positions, cache, logits = prefill(policy, scenes)
+    _sync(device)
+    timings.prefill_s = time.perf_counter() - start
+    decoded = _decode(policy, cache, logits, inputs.attention_mask, positions.next_position, action_source, 0.0, 1.0,
+                      policy.config.max_reasoning_tokens, generator)
+    timings.reasoning_s, timings.trajectory_s = decoded.reasoning_s, decoded.actions_s
+    texts, modes, reasoning, parsed = [], [], [], []
+    for b in range(len(scenes)):
+        text, out = _parse(policy, decoded.completion(b).token_ids)
+        texts.append(text), modes.append(out.mode), reasoning.append(out.reasoning), parsed.append(out)
+    if action_source == "expert":
+        _sync(device)
+        start = time.perf_counter()
+        trajectories, _, _ = run_expert(policy.expert, cache, decoded, inputs.history, inputs.velocity, 0.0, generator)
+        _sync(device)
+        timings.trajectory_s = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        trajectories = np.stack([policy.tokens_to_trajectory(p.action_tokens) for p in parsed])
+        timings.trajectory_s += time.perf_counter() - start
+    return PlanResult(trajectories, texts, modes, reasoning, timings)
+
+
+def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temperature: float, top_p: float,
+                 flow_noise: float, action_source: str, seed: Optional[int], generator: Optional[torch.Generator],
+                 max_reasoning_tokens: int) -> GroupSample:
+    """G samples of one scene: ONE prefill, the cache repeated G times, G reasoning traces sampled at
+    `temperature` / `top_p`, then G flows with noise level `flow_noise` (a in spanvla.md 2.4; 0 =
+    deterministic Euler from a_his) or the sampled action tokens decoded. The same seed (or generator
+    state) gives the same samples."""
+    _check_source(policy, action_source)
+    if group_size < 1:
+        raise ValueError(f"group_size={group_size}: must be >= 1")
+    if not 0.0 <= flow_noise <= 1.0:
+        raise ValueError(f"flow_noise={flow_noise}: the noise level a must lie in [0, 1]")
+    device = policy.device
+    generator = _generator(device, seed, generator)
+    timings = StageTimings()
+    _sync(device)
+    start = time.perf_counter()
+    inputs, positions, cache, logits = prefill(policy, [scene])
+    cache.batch_repeat_interleave(group_size)
+    repeat = lambda x: x.repeat_interleave(group_size, dim=0)  # noqa: E731
+    _sync(device)
+    timings.prefill_s = time.perf_counter() - start
+    decoded = _decode(policy, cache, repeat(logits), repeat(inputs.attention_mask), repeat(positions.next_position),
+                      action_source, temperature, top_p, max_reasoning_tokens, generator)
+    timings.reasoning_s, timings.trajectory_s = decoded.reasoning_s, decoded.actions_s
+    flow = None
+    if action_source == "expert":
+        _sync(device)
+        start = time.perf_counter()
+        trajectories, flow, sigma0 = run_expert(policy.expert, cache, decoded, repeat(inputs.history),
+                                                repeat(inputs.velocity), flow_noise, generator)
+        _sync(device)
+        timings.trajectory_s = time.perf_counter() - start
+    samples = []
+    for g in range(group_size):
+        completion = decoded.completion(g)
+        text, out = _parse(policy, completion.token_ids)
+        chain = None
+        if flow is not None:
+            chain = FlowChain(flow.chain[g].float().cpu().numpy(), flow.logprobs[g].cpu().numpy(),
+                              flow.stochastic.cpu().numpy(), float(flow_noise), float(sigma0))
+            trajectory = trajectories[g]
+        else:
+            trajectory = policy.tokens_to_trajectory(out.action_tokens)
+        samples.append(PolicySample(completion, text, out.mode, out.reasoning,
+                                    np.asarray(out.action_tokens, dtype=np.int64), trajectory, chain))
+    return GroupSample(scene.token, samples, action_source, float(temperature), float(top_p), float(flow_noise), timings)

@@ -1,0 +1,212 @@
+"""`SpanVLAPolicy`: the Qwen2.5-VL backbone, its tokenizer, the action codebook and the flow-matching
+action expert behind one API for inference (`plan`, `sample_group`), the learner (`token_logprobs`,
+`flow_step_logprobs`, `score_completions`), SFT (`vlm_sft_loss`, `expert_flow_matching_loss`, `collator`)
+and persistence (`save`, `load`). The work itself lives in `inference`, `learner` and `checkpoint`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from rl.policy import checkpoint, inference, learner
+from rl.policy import prompt as P
+from rl.policy.backbone import attention_geometry, build_vlm, video_geometry
+from rl.policy.codebook import ActionCodebook
+from rl.policy.config import PolicyConfig, validate_policy_config
+from rl.policy.expert import ActionExpert
+from rl.policy.inputs import Completion, PolicyInputs, SceneCollator, action_token_count
+from rl.policy.outputs import FlowLogprobs, GroupSample, LossOutput, PlanResult, TokenLogprobs
+from rl.policy.tokenizer import PolicyTokenizer
+from rl.policy.trajectory import resample_poses
+from rl.policy.vision import CameraVideoEncoder
+from sim import conventions as C
+from sim.scene import Scene
+
+# LoRA on the language model's attention and MLP projections (peft `target_modules` regex).
+LORA_TARGET_MODULES = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+class SpanVLAPolicy(nn.Module):
+    """The SpanVLA policy. Build with `SpanVLAPolicy.build(cfg)` or `SpanVLAPolicy.load(dir)`.
+
+    Modules: `vlm` (transformers' Qwen2_5_VLForConditionalGeneration, in `backbone.dtype`) and `expert`
+    (`ActionExpert`, float32 whatever the VLM's dtype: the flow and its log-probabilities stay in fp32);
+    `tokenizer` (`PolicyTokenizer`), `codebook` (`ActionCodebook` or None) and `config` are plain attributes.
+    """
+
+    def __init__(self, config: PolicyConfig, tokenizer: PolicyTokenizer, vlm: nn.Module, expert: ActionExpert,
+                 codebook: Optional[ActionCodebook] = None):
+        super().__init__()
+        self.config = validate_policy_config(config)
+        self.tokenizer = tokenizer
+        self.vlm = vlm
+        self.expert = expert
+        self.codebook: Optional[ActionCodebook] = None
+        self.video = CameraVideoEncoder(video_geometry(vlm, config.backbone))
+        if codebook is not None:
+            self.set_codebook(codebook)
+
+    # --- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: Optional[PolicyConfig] = None) -> "SpanVLAPolicy":
+        """A fresh policy: the preset VLM with random weights (or the pretrained one), a new expert, the
+        codebook of `config.codebook.path` when set."""
+        config = validate_policy_config(config or PolicyConfig())
+        k = config.codebook.num_tokens
+        if config.backbone.preset == "pretrained":
+            if not os.path.isdir(config.backbone.pretrained_path):
+                raise FileNotFoundError(
+                    f"VLM directory not found: {config.backbone.pretrained_path} (policy.backbone.pretrained_path)")
+            tokenizer = PolicyTokenizer.from_pretrained(config.backbone.pretrained_path, k)
+        else:
+            tokenizer = PolicyTokenizer.build_tiny(k)
+        vlm = build_vlm(config.backbone, tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.backbone.seed + 1)
+            expert = ActionExpert(config.expert, attention_geometry(vlm))
+        codebook = ActionCodebook.load(config.codebook.path) if config.codebook.path else None
+        return cls(config, tokenizer, vlm, expert, codebook)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "SpanVLAPolicy":
+        """A policy saved with `save`; raises `checkpoint.CheckpointError` naming a missing or bad file."""
+        return checkpoint.load_policy(cls, path, device)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the whole policy as one directory (safetensors + JSON), atomically."""
+        checkpoint.save_policy(self, path)
+
+    def set_codebook(self, codebook: ActionCodebook) -> None:
+        """Use `codebook` for action-token targets and decoding (at most `codebook.num_tokens` of config)."""
+        if codebook.num_tokens > self.tokenizer.num_action_tokens:
+            raise ValueError(
+                f"codebook has {codebook.num_tokens} tokens but the tokenizer has {self.tokenizer.num_action_tokens}"
+                " <action_i> tokens (policy.codebook.num_tokens)"
+            )
+        self.codebook = codebook
+
+    def fit_trajectory_normalizer(self, scenes: Optional[Sequence[Scene]] = None, *,
+                                  futures: Optional[np.ndarray] = None, velocities: Optional[np.ndarray] = None) -> None:
+        """Fit the expert's per-waypoint residual statistics on the training split: from scenes (their SFT
+        trajectories), or from arrays (e.g. a dataset's `future` and `velocity` columns): futures (M, 10, 3)
+        at 0.5 s in the ego frame and ego velocities (M, 2)."""
+        e = self.config.expert
+        if scenes is not None:
+            futures = np.stack([P.target_trajectory(s) for s in scenes])
+            velocities = np.array([[s.ego.vx, s.ego.vy] for s in scenes])
+        if futures is None or velocities is None:
+            raise ValueError("fit_trajectory_normalizer needs scenes, or futures and velocities")
+        trajectories = resample_poses(np.asarray(futures, dtype=np.float64), C.LOG_INTERVAL_S, e.horizon, e.interval_s)
+        self.expert.normalizer.fit(trajectories, velocities, e.min_spread_xy, e.min_spread_heading)
+
+    # --- properties ---------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.vlm.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The VLM's dtype (the expert is float32)."""
+        return next(self.vlm.parameters()).dtype
+
+    @property
+    def horizon(self) -> int:
+        return self.config.expert.horizon
+
+    @property
+    def action_vocab(self) -> int:
+        """Action tokens the decoder may emit: the codebook's entries (all `<action_i>` without a codebook)."""
+        return self.codebook.num_tokens if self.codebook is not None else self.tokenizer.num_action_tokens
+
+    @property
+    def num_action_tokens(self) -> int:
+        """Codebook tokens in an answer (covering the expert's horizon)."""
+        segment_s = self.codebook.segment_s if self.codebook is not None else self.config.codebook.segment_s
+        return action_token_count(self.config.expert.horizon, self.config.expert.interval_s, segment_s)
+
+    # --- inputs -------------------------------------------------------------------------------------------
+    def collator(self, targets: Optional[str] = None) -> SceneCollator:
+        """A picklable DataLoader `collate_fn`: targets None (prompts), "tokens" (SFT stage 1) or "expert"
+        (SFT stage 2)."""
+        e = self.config.expert
+        return SceneCollator(self.tokenizer, self.video, e.horizon, e.interval_s, self.codebook,
+                             self.config.system_prompt, self.config.reasoning_sample_weight, targets)
+
+    def collate_completions(self, scenes: Sequence[Scene], completions: Sequence[Completion]) -> PolicyInputs:
+        """The learner's batch: each scene's prompt followed by one sampled completion."""
+        return self.collator().collate(scenes, completions)
+
+    def tokens_to_trajectory(self, action_tokens: Sequence[int]) -> np.ndarray:
+        """Codebook indices -> (N, 3) at the expert's horizon (composed from the origin, then resampled)."""
+        if self.codebook is None:
+            raise ValueError("decoding action tokens needs a codebook: set one with set_codebook")
+        tokens = np.asarray(action_tokens, dtype=np.int64)
+        needed = self.num_action_tokens
+        if len(tokens) < needed:
+            raise ValueError(f"{len(tokens)} action tokens cover less than the {needed} the horizon needs")
+        poses = self.codebook.decode(tokens[:needed])
+        e = self.config.expert
+        return resample_poses(poses, self.codebook.segment_s, e.horizon, e.interval_s)
+
+    # --- parameters ---------------------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"vision": the vision encoder, "language": the language model and its head, "expert": the expert}."""
+        vision = list(self.vlm.model.visual.parameters())
+        vision_ids = {id(p) for p in vision}
+        language = [p for p in self.vlm.parameters() if id(p) not in vision_ids]
+        return {"vision": vision, "language": language, "expert": list(self.expert.parameters())}
+
+    def set_trainable(self, vision: bool = False, language: bool = True, expert: bool = True) -> None:
+        """requires_grad per group (the paper keeps the vision encoder frozen)."""
+        for name, flag in (("vision", vision), ("language", language), ("expert", expert)):
+            for p in self.parameter_groups()[name]:
+                p.requires_grad_(flag)
+
+    # --- inference ----------------------------------------------------------------------------------------
+    def plan(self, scenes: Sequence[Scene], action_source: Optional[str] = None, seed: int = 0) -> PlanResult:
+        """Deterministic planning for a batch: greedy reasoning, Euler flow from a_his (or tokens decoded)."""
+        return inference.plan(self, scenes, action_source or self.config.action_source, seed)
+
+    def sample_group(self, scene: Scene, group_size: int, *, temperature: float = 1.0, top_p: float = 1.0,
+                     flow_noise: float = 0.0, action_source: Optional[str] = None, seed: Optional[int] = None,
+                     generator: Optional[torch.Generator] = None,
+                     max_reasoning_tokens: Optional[int] = None) -> GroupSample:
+        """G samples of one scene with ONE prefill; deterministic under a fixed seed (see `inference.sample_group`)."""
+        return inference.sample_group(
+            self, scene, group_size, temperature=temperature, top_p=top_p, flow_noise=flow_noise,
+            action_source=action_source or self.config.action_source, seed=seed, generator=generator,
+            max_reasoning_tokens=max_reasoning_tokens or self.config.max_reasoning_tokens,
+        )
+
+    # --- learner ------------------------------------------------------------------------------------------
+    def token_logprobs(self, batch: PolicyInputs, temperature: float = 1.0) -> TokenLogprobs:
+        """Per-token log-probabilities (B, T) with grad of the completions in `batch` (`collate_completions`);
+        equal to the sampled ones for the same weights (see `learner.token_logprobs`)."""
+        return learner.token_logprobs(self, batch, temperature)
+
+    def flow_step_logprobs(self, batch: PolicyInputs, chains: learner.Chains, noise_level: Optional[float] = None,
+                           kv_grad: bool = False) -> FlowLogprobs:
+        """Per-step log-probabilities (B, K) and means of the given flow chains, with grad through the expert
+        (and through the VLM's K/V when `kv_grad`); see `learner.flow_step_logprobs`."""
+        return learner.flow_step_logprobs(self, batch, chains, noise_level, kv_grad)
+
+    def score_completions(self, batch: PolicyInputs, chains: Optional[learner.Chains] = None, temperature: float = 1.0,
+                          noise_level: Optional[float] = None,
+                          kv_grad: bool = True) -> tuple[TokenLogprobs, Optional[FlowLogprobs]]:
+        """Token and flow log-probabilities from one VLM forward (joint training)."""
+        return learner.score_completions(self, batch, chains, temperature, noise_level, kv_grad)
+
+    def vlm_sft_loss(self, batch: PolicyInputs) -> LossOutput:
+        """SFT stage 1 loss on a `collator("tokens")` batch (see `learner.vlm_sft_loss`)."""
+        return learner.vlm_sft_loss(self, batch)
+
+    def expert_flow_matching_loss(self, batch: PolicyInputs, generator: Optional[torch.Generator] = None) -> LossOutput:
+        """SFT stage 2 loss on a `collator("expert")` batch, the VLM frozen (see `learner.expert_flow_matching_loss`)."""
+        return learner.expert_flow_matching_loss(self, batch, generator)
+
+
+__all__ = ["SpanVLAPolicy", "LORA_TARGET_MODULES"]
