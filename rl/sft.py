@@ -12,6 +12,7 @@ Under a distributed launcher (RANK / WORLD_SIZE set), each rank trains on its sh
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import math
 import os
@@ -32,23 +33,43 @@ from rl.tracking import Tracker, setup_console_logging
 logger = logging.getLogger(__name__)
 
 
-def build_or_load_policy(cfg: TrainConfig, train: SceneStore):
+def fit_normalizer(policy, cfg: TrainConfig) -> None:
+    """Fit the expert's trajectory statistics on the training split's SFT targets (columns only, no images)."""
+    from sim.conventions import NUM_FUTURE_FRAMES
+    from sim.dataset import SceneDataset, fixed_list_to_numpy
+
+    table = SceneDataset(cfg.data.train).read(["future", "velocity"], where={"sample_type": list(cfg.sft.sample_types)})
+    policy.fit_trajectory_normalizer(futures=fixed_list_to_numpy(table["future"], (NUM_FUTURE_FRAMES, 3)),
+                                     velocities=fixed_list_to_numpy(table["velocity"], (2,)))
+
+
+def build_or_load_policy(cfg: TrainConfig):
     """Stage vlm: a fresh policy (or `sft.init`), its trajectory normaliser fitted on the training split.
-    Stage expert: the policy of `sft.init` (the stage-vlm result)."""
+    Stage expert: the policy of `sft.init` (the stage-vlm result); when the config's `policy.expert` differs from
+    the loaded one (e.g. another KV-layer selection or `init: noise`), a new expert is built from the config."""
+    from dataclasses import asdict
+
     from rl.policy import SpanVLAPolicy
+    from rl.policy.backbone import attention_geometry
+    from rl.policy.expert import ActionExpert
 
     s = cfg.sft
     if s.init:
         if not Path(s.init).is_dir():
             raise ConfigError(f"sft.init={s.init}: no such policy directory")
-        return SpanVLAPolicy.load(s.init)
+        policy = SpanVLAPolicy.load(s.init)
+        if s.stage == "expert" and asdict(policy.config.expert) != asdict(cfg.policy.expert):
+            logger.info("building a new action expert from policy.expert (it differs from the one in %s)", s.init)
+            policy.config.expert = copy.deepcopy(cfg.policy.expert)
+            policy.expert = ActionExpert(policy.config.expert, attention_geometry(policy.vlm)).to(policy.device)
+            fit_normalizer(policy, cfg)
+        return policy
     if s.stage == "expert":
         raise ConfigError("sft.stage=expert trains the expert on a trained VLM: set sft.init to the stage-vlm policy directory")
     if not cfg.policy.codebook.path:
         raise ConfigError("policy.codebook.path is not set: build one with `python -m rl.policy.codebook --dataset <train> --out FILE`")
     policy = SpanVLAPolicy.build(cfg.policy)
-    rows = [r for r, t in enumerate(train.sample_types) if t in s.sample_types]
-    policy.fit_trajectory_normalizer(train.scenes(rows))
+    fit_normalizer(policy, cfg)
     return policy
 
 
@@ -72,7 +93,7 @@ def run_sft(cfg: TrainConfig) -> Path:
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = SceneStore(cfg.data.train)
-    policy = build_or_load_policy(cfg, train)
+    policy = build_or_load_policy(cfg)
     if s.stage == "vlm":
         policy.set_trainable(vision=not s.freeze_vision, language=True, expert=False)
         loss_fn, collate = policy.vlm_sft_loss, policy.collator("tokens")
@@ -135,14 +156,16 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from sim.dataset import DatasetError
+
     setup_console_logging()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     try:
         cfg = parse_args(argv)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        run_sft(cfg)
+    except (ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    run_sft(cfg)
     return 0
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 from sim import conventions as C
 from sim.cameras import CameraConfig
 from sim.geometry import absolute_to_relative, relative_to_absolute, rotate_vectors
-from sim.navsim_map import MapSource, NuplanMapSource, map_name_of
+from sim.navsim_map import MapSource, MapUnavailableError, NuplanMapSource, map_name_of
 from sim.scene import Agent, Camera, EgoState, MapData, Scene, StaticObject, TrafficLight
 
 WINDOW = C.NUM_HISTORY_FRAMES + C.NUM_FUTURE_FRAMES  # 14 frames = C.AGENT_TIMES_S
@@ -341,3 +341,88 @@ class NavsimLogReader:
     def __iter__(self) -> Iterator[Scene]:
         return self.scenes()
 
+
+
+# --- conversion into the project's dataset format -------------------------------------------------------------
+
+
+def convert_logs(reader: NavsimLogReader, out: str | Path, split: str, shard_size: int = 256,
+                 progress: bool = True) -> dict:
+    """Write every scene of `reader` as a dataset (`sim.dataset` shards + manifest) that SFT, GRPO and
+    evaluation read like a synthetic one. NAVSIM scenes are `pos` samples of family "navsim"."""
+    from tqdm import tqdm
+
+    from sim.dataset import SHARD_PATTERN, scene_to_row, write_manifest, write_shard
+
+    out = Path(out)
+    if (out / "manifest.json").exists():
+        raise FileExistsError(f"{out} already holds a dataset: choose another --out")
+    rows, shards, count = [], [], 0
+    bar = tqdm(desc=f"{split} scenes", unit="scene", disable=not progress)
+
+    def flush():
+        path = out / SHARD_PATTERN.format(len(shards))
+        write_shard(path, rows, {"source": "navsim", "split": split})
+        shards.append({"file": path.name, "rows": len(rows)})
+        rows.clear()
+
+    for scene in reader:
+        scene.family = "navsim"
+        rows.append(scene_to_row(scene, split))
+        count += 1
+        bar.update(1)
+        if len(rows) == shard_size:
+            flush()
+    if rows:
+        flush()
+    bar.close()
+    if count == 0:
+        raise LogFormatError(f"{reader.log_paths[0].parent}: no scene passed the filter (route, window length, tokens)")
+    cfg = reader.camera_config
+    manifest = {
+        "split": split, "num_scenes": count, "source": "navsim",
+        "logs": [str(p) for p in reader.log_paths],
+        "counts": {"navsim": {"pos": count, "neg": 0, "rec": 0}},
+        "counts_by_sample_type": {"pos": count, "neg": 0, "rec": 0},
+        "image_size": [cfg.height, cfg.width] if reader.with_images else None,
+        "cameras": list(cfg.names) if reader.with_images else [], "shards": shards,
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        description="Convert NAVSIM / OpenScene logs into a dataset for SFT, GRPO and evaluation: "
+                    "python -m sim.navsim_logs --logs navsim_logs/navtrain --sensor-blobs sensor_blobs/navtrain "
+                    "--out data/navsim/train --split train")
+    parser.add_argument("--logs", required=True, help="a log pickle or a directory of them (navsim_logs/<split>)")
+    parser.add_argument("--sensor-blobs", help="sensor_blobs/<split> (needed for camera images)")
+    parser.add_argument("--out", required=True, help="dataset directory to write")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--maps-root", help="nuPlan maps (default: $NUPLAN_MAPS_ROOT)")
+    parser.add_argument("--no-map", action="store_true", help="scenes without map (imitation only; not scorable)")
+    parser.add_argument("--no-images", action="store_true")
+    parser.add_argument("--height", type=int, default=224)
+    parser.add_argument("--width", type=int, default=448)
+    parser.add_argument("--tokens", help="a file with one scene token per line (e.g. a NAVSIM split's tokens)")
+    parser.add_argument("--shard-size", type=int, default=256)
+    args = parser.parse_args(argv)
+    tokens = Path(args.tokens).read_text().split() if args.tokens else None
+    try:
+        reader = NavsimLogReader(args.logs, args.sensor_blobs, with_map=not args.no_map, map_root=args.maps_root,
+                                 camera_config={"height": args.height, "width": args.width},
+                                 with_images=not args.no_images, tokens=tokens)
+        manifest = convert_logs(reader, args.out, args.split, args.shard_size)
+    except (LogFormatError, MapUnavailableError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {manifest['num_scenes']} scenes in {len(manifest['shards'])} shard(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

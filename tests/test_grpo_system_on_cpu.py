@@ -140,3 +140,24 @@ def test_a_failing_reward_plugin_makes_samples_unscorable_and_counts_them(ray_cl
     step = next(r for r in records if "rollout/num_groups" in r)
     assert step["reward/unscorable"] == 8 and step["reward/unscorable_fraction"] == 0.5
     assert step["train/skipped"] == 0.0  # the scorable half still trains
+
+
+@pytest.mark.parametrize("target, extra", [
+    ("vlm", {"learner.lora.enabled": True, "learner.reference": "adapters_off", "rollout.action_source": "tokens",
+             "learner.lora.r": 4}),
+    ("joint", {"grpo.kl_estimator": "k1"}),
+])
+def test_vlm_with_lora_and_joint_targets_train_what_they_should(ray_cluster, tiny_grpo_assets, tmp_path, target, extra):
+    out = tmp_path / target
+    _, records = run(tiny_grpo_assets, out, **{"grpo.steps": 1, "grpo.train_target": target, **extra})
+    step = next(r for r in records if "rollout/num_groups" in r)
+    assert step["train/skipped"] == 0.0 and step["train/grad_norm"] > 0
+    if target == "vlm":
+        assert "train/token_policy_loss" in step and "train/flow_policy_loss" not in step
+        # only the LoRA adapters travel to the rollout workers
+        assert 0 < step["sync/bytes"] < 200_000
+    else:
+        assert "train/token_policy_loss" in step and "train/flow_policy_loss" in step
+    from rl.policy import SpanVLAPolicy
+
+    SpanVLAPolicy.load(out / "ckpt" / "step_1" / "policy")  # LoRA merged into a plain policy directory

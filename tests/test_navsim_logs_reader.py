@@ -258,3 +258,21 @@ def test_log_scenes_round_trip_through_a_dataset_shard(log_dir, tmp_path):
     assert [s.token for s in back] == ["tok03", "tok05"]
     for original, loaded in zip(scenes, back):
         assert_same(original, loaded)
+
+
+def test_converted_logs_are_a_dataset_that_evaluation_scores(log_dir, tmp_path):
+    from rl.evaluate import run_evaluation
+    from rl.scene_store import SceneStore
+    from sim.navsim_logs import convert_logs
+
+    reader = NavsimLogReader(log_dir / "navsim_logs/mini", sensor_blobs=log_dir / "sensor_blobs/mini",
+                             map_source=GlobalRectangleMap(), camera_config={"height": 16, "width": 32})
+    manifest = convert_logs(reader, tmp_path / "navsim", "test", progress=False)
+    assert manifest["num_scenes"] == 2 and manifest["counts_by_sample_type"] == {"pos": 2, "neg": 0, "rec": 0}
+    store = SceneStore(tmp_path / "navsim")
+    assert store.tokens == ["tok03", "tok05"]
+    assert store.scene(1).cameras[0].images.shape == (4, 16, 32, 3)
+    summary = run_evaluation(str(tmp_path / "navsim"), None, "v1", baseline="ground_truth", show_progress=False)
+    assert summary["average"]["num_scenes"] == 2 and summary["failed"] == []
+    with pytest.raises(FileExistsError):
+        convert_logs(reader, tmp_path / "navsim", "test", progress=False)
