@@ -35,10 +35,12 @@ def _on_half_second_grid(trajectory: np.ndarray, interval_s: float) -> np.ndarra
     return np.stack([np.interp(grid, times, trajectory[:, i]) for i in range(3)], axis=-1)
 
 
-def ego_lane_centre(scene: Scene, max_length_m: float = 150.0, join_tolerance_m: float = 0.5) -> np.ndarray:
-    """The centre line (M, 2, scene frame) of the lane the ego starts in, continued through the lanes and
-    lane connectors whose centre line starts where it ends (the straightest one at a fork). Falls back to the
-    route centre line when the ego is in no lane with a centre line."""
+def ego_lane_centre(scene: Scene, max_length_m: float = 150.0, join_tolerance_m: float = 0.5,
+                    max_turn_rad: float = np.radians(30.0)) -> np.ndarray:
+    """The centre line (M, 2, scene frame) of the lane the ego starts in, continued through the lanes and lane
+    connectors whose centre line starts where it ends (the straightest one at a fork), and straight ahead where
+    every continuation turns by more than `max_turn_rad` (a junction: turning there is a decision, not the lane).
+    Falls back to the route centre line when the ego is in no lane with a centre line."""
     point = shapely.Point(scene.ego.x, scene.ego.y)
     lanes = [lane for lane in scene.map.lanes if lane.baseline is not None and len(lane.baseline) > 1]
     start = next((lane for lane in lanes if shapely.Polygon(lane.polygon).covers(point)), None)
@@ -52,12 +54,19 @@ def ego_lane_centre(scene: Scene, max_length_m: float = 150.0, join_tolerance_m:
                    and np.linalg.norm(np.asarray(lane.baseline[0][:2]) - end) < join_tolerance_m]
         if not options:
             break
-        turn = [abs(wrap_angle(polyline_headings(np.asarray(o.baseline)[:, :2])[0] - heading)) for o in options]
+        turn = [abs(wrap_angle(polyline_headings(np.asarray(o.baseline)[:, :2])[-1] - heading)) for o in options]
+        if min(turn) > max_turn_rad:
+            break
         chosen = options[int(np.argmin(turn))]
         used.add(chosen.id)
         line.append(np.asarray(chosen.baseline, dtype=np.float64)[1:, :2])
         length += shapely.LineString(chosen.baseline).length
-    return np.concatenate(line, axis=0)
+    line = np.concatenate(line, axis=0)
+    if length < max_length_m:  # continue straight ahead from the end
+        heading = polyline_headings(line)[-1]
+        extra = np.arange(1.0, max_length_m - length + 1.0)
+        line = np.concatenate([line, line[-1] + extra[:, None] * np.array([np.cos(heading), np.sin(heading)])])
+    return line
 
 
 def check_reasoning(text: str, trajectory: np.ndarray, scene: Scene, interval_s: float = 0.5) -> ReasoningCheck:

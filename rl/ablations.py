@@ -35,15 +35,11 @@ STUDIES = ("headline", "sample_types", "train_target", "bridge")
 def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str) -> dict:
     from rl.evaluate import run_evaluation
 
-    results = {}
-    for version in ("v1", "v2"):
-        target = out / version
-        if (target / "summary.json").is_file():
-            results[version] = json.loads((target / "summary.json").read_text())
-        else:
-            results[version] = run_evaluation(str(paths.split("test")), str(target), version, checkpoint=str(policy_dir),
-                                              action_source=action_source, sample_types=["pos"])
-    return results
+    done = [out / v / "summary.json" for v in ("v1", "v2")]
+    if all(f.is_file() for f in done):
+        return {v: json.loads(f.read_text()) for v, f in zip(("v1", "v2"), done)}
+    return run_evaluation(str(paths.split("test")), str(out), ("v1", "v2"), checkpoint=str(policy_dir),
+                          action_source=action_source, sample_types=["pos"])
 
 
 def _grpo_variant(cfg: TrainConfig, paths: PipelinePaths, out: Path, **changes) -> Path:

@@ -72,6 +72,7 @@ class GRPOConfig:
     kl_beta: float = 0.04  # [AutoVLA]
     kl_estimator: str = "k3"
     normalize_std: bool = True
+    advantage_std_floor: float = 0.0  # normalise by max(std, floor): tiny reward differences stay tiny
     filter_no_spread: bool = True
     main_reward: str = "pdms"  # the component whose spread decides whether a group is kept
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -122,14 +122,12 @@ def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, d
 
     results = {}
     for name, spec in planners.items():
-        results[name] = {}
-        for version in ("v1", "v2"):
-            out = paths.eval / name / version
-            if (out / "summary.json").is_file():
-                results[name][version] = json.loads((out / "summary.json").read_text())
-                continue
-            results[name][version] = run_evaluation(str(paths.split("test")), str(out), version,
-                                                    sample_types=["pos"], **spec)
+        done = [paths.eval / name / v / "summary.json" for v in ("v1", "v2")]
+        if all(f.is_file() for f in done):
+            results[name] = {v: json.loads(f.read_text()) for v, f in zip(("v1", "v2"), done)}
+        else:
+            results[name] = run_evaluation(str(paths.split("test")), str(paths.eval / name), ("v1", "v2"),
+                                           sample_types=["pos"], **spec)
     return results
 
 

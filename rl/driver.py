@@ -117,7 +117,8 @@ class GRPODriver:
         # advantages over each group; groups whose main reward has no spread carry no signal
         totals = [scores[i].totals for i in order]
         main = [np.array([c.get(g.main_reward, np.nan) for c in scores[i].components]) for i in order]
-        advantages, kept = batch_advantages(totals, main, g.normalize_std, g.filter_no_spread)
+        advantages, kept = batch_advantages(totals, main, g.normalize_std, g.filter_no_spread,
+                                            std_floor=g.advantage_std_floor)
         samples = [
             TrainingSample(requests[i].scene, s.completion, s.chain, float(a), i)
             for i, adv, keep in zip(order, advantages, kept) if keep

@@ -145,43 +145,46 @@ def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_sour
 
 # --- scoring --------------------------------------------------------------------------------------------------
 
-def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, version: str = "v1", batch_size: int = 8,
-             show_progress: bool = True) -> pd.DataFrame:
-    """One row per scene (NAVSIM columns + family, sample_type, error); failed scenes have valid = False."""
+def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, versions: Sequence[str] = ("v1",),
+             batch_size: int = 8, show_progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Plan every scene once and score it with each NAVSIM version: {version: one row per scene (NAVSIM columns
+    + family, sample_type, error)}; failed scenes have valid = False and their error."""
     from rewards.pdm import PDMScorer
 
-    scorer = PDMScorer(version)
-    names = columns_for(version)
-    rows = []
+    scorers = {v: PDMScorer(v) for v in versions}
+    rows: dict[str, list] = {v: [] for v in versions}
+
+    def failed(token, family, sample_type, error, version):
+        return {"token": token, "valid": False, **{c: math.nan for c in columns_for(version).values()},
+                "family": family, "sample_type": sample_type, "error": error}
+
     bar = tqdm(total=total, desc=f"evaluate {planner.name}", unit="scene", disable=not show_progress, dynamic_ncols=True)
     for batch in _batches(scenes, batch_size):
-        unreadable = [s for s in batch if isinstance(s, UnreadableScene)]
-        for s in unreadable:
-            rows.append({"token": s.token, "valid": False, **{c: math.nan for c in names.values()},
-                         "family": "", "sample_type": "", "error": f"reading: {s.error}"})
-        batch = [s for s in batch if not isinstance(s, UnreadableScene)]
-        if not batch:
-            bar.update(len(unreadable))
-            continue
-        try:
-            plans = planner(batch)
-            plan_error = None
-        except Exception as err:  # a planner failure fails the batch's scenes, reported
-            plans, plan_error = [None] * len(batch), f"planner: {type(err).__name__}: {err}"
-        for scene, plan in zip(batch, plans):
-            row = {"token": scene.token, "valid": False, **{c: math.nan for c in names.values()},
-                   "family": scene.family, "sample_type": scene.sample_type, "error": plan_error}
-            if plan is not None:
-                try:
-                    result = scorer.score(scorer.prepare(scene), plan[None], interval_s=planner.interval_s)[0]
-                    row.update({names[k]: (math.nan if result.get(k) is None else float(result[k])) for k in names})
-                    row["valid"] = True
-                except Exception as err:
-                    row["error"] = f"scorer: {type(err).__name__}: {err}"
-            rows.append(row)
-        bar.update(len(batch) + len(unreadable))
+        for s in (s for s in batch if isinstance(s, UnreadableScene)):
+            for v in versions:
+                rows[v].append(failed(s.token, "", "", f"reading: {s.error}", v))
+        readable = [s for s in batch if not isinstance(s, UnreadableScene)]
+        if readable:
+            try:
+                plans, plan_error = planner(readable), None
+            except Exception as err:  # a planner failure fails the batch's scenes, reported
+                plans, plan_error = [None] * len(readable), f"planner: {type(err).__name__}: {err}"
+            for scene, plan in zip(readable, plans):
+                for v in versions:
+                    row = failed(scene.token, scene.family, scene.sample_type, plan_error, v)
+                    if plan is not None:
+                        try:
+                            scorer = scorers[v]
+                            result = scorer.score(scorer.prepare(scene), plan[None], interval_s=planner.interval_s)[0]
+                            names = columns_for(v)
+                            row.update({names[k]: (math.nan if result.get(k) is None else float(result[k])) for k in names})
+                            row["valid"], row["error"] = True, None
+                        except Exception as err:
+                            row["error"] = f"scorer: {type(err).__name__}: {err}"
+                    rows[v].append(row)
+        bar.update(len(batch))
     bar.close()
-    return pd.DataFrame(rows)
+    return {v: pd.DataFrame(r) for v, r in rows.items()}
 
 
 def _batches(items: Iterator[Scene], size: int) -> Iterator[list[Scene]]:
@@ -249,23 +252,31 @@ def format_summary(summary: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def run_evaluation(scenes: str, out: Optional[str], version: str = "v1", checkpoint: Optional[str] = None,
+def write_results(out: str | Path, frame: pd.DataFrame, summary: dict) -> None:
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with_average_row(frame, summary["version"]).to_csv(out_dir / "results.csv", index=False)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("v1",), checkpoint: Optional[str] = None,
                    baseline: Optional[str] = None, action_source: Optional[str] = None,
                    sample_types: Optional[Sequence[str]] = None, batch_size: int = 8,
-                   show_progress: bool = True) -> dict:
-    """Evaluate and (with `out`) write results.csv and summary.json; returns the summary."""
+                   show_progress: bool = True) -> dict[str, dict]:
+    """Evaluate (planning each scene once) and return {version: summary}. With `out`, writes results.csv and
+    summary.json there (one version) or under <out>/<version>/ (several)."""
     planner = load_planner(checkpoint, baseline, action_source)
     total, stream = iter_scenes(scenes, sample_types)
-    frame = evaluate(planner, stream, total, version, batch_size, show_progress)
-    summary = summarise(frame, version)
-    summary["planner"] = planner.name
-    summary["scenes"] = str(scenes)
-    if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with_average_row(frame, version).to_csv(out_dir / "results.csv", index=False)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    frames = evaluate(planner, stream, total, versions, batch_size, show_progress)
+    summaries = {}
+    for version, frame in frames.items():
+        summary = summarise(frame, version)
+        summary["planner"] = planner.name
+        summary["scenes"] = str(scenes)
+        if out:
+            write_results(Path(out) if len(versions) == 1 else Path(out) / version, frame, summary)
+        summaries[version] = summary
+    return summaries
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -274,7 +285,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     who.add_argument("--checkpoint", help="a saved policy directory (e.g. <run>/ckpt/step_N/policy or an SFT policy)")
     who.add_argument("--baseline", choices=BASELINES)
     parser.add_argument("--scenes", required=True, help="dataset dir / shard, folder of scene JSON files, or one file")
-    parser.add_argument("--version", choices=("v1", "v2"), default="v1")
+    parser.add_argument("--version", choices=("v1", "v2", "both"), default="v1",
+                        help="NAVSIM v1 (PDMS), v2 (EPDMS), or both (written to <out>/v1 and <out>/v2)")
     parser.add_argument("--out", help="folder for results.csv and summary.json")
     parser.add_argument("--action-source", choices=("expert", "tokens"), help="policy trajectories (default: its config)")
     parser.add_argument("--sample-types", default="pos", help="comma-separated sample types to score ('all' for every one)")
@@ -283,12 +295,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sample_types = None if args.sample_types == "all" else [t for t in args.sample_types.split(",") if t]
     try:
-        summary = run_evaluation(args.scenes, args.out, args.version, args.checkpoint, args.baseline,
-                                 args.action_source, sample_types, args.batch_size)
+        versions = ("v1", "v2") if args.version == "both" else (args.version,)
+        summaries = run_evaluation(args.scenes, args.out, versions, args.checkpoint, args.baseline,
+                                   args.action_source, sample_types, args.batch_size)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_summary(summary, f"{summary['planner']} on {args.scenes} (NAVSIM {args.version})"))
+    for version, summary in summaries.items():
+        print(format_summary(summary, f"{summary['planner']} on {args.scenes} (NAVSIM {version})"))
     return 0
 
 

@@ -146,7 +146,8 @@ class TrafficLight:
     head: Optional[tuple[float, float, float]] = None
 
     def state_at(self, t: float) -> str:
-        index = int(round((t - C.AGENT_TIMES_S[0]) / C.LOG_INTERVAL_S))
+        """The state at time t (s): each 2 Hz state holds until the next one (NAVSIM's rule)."""
+        index = int(np.floor((t - C.AGENT_TIMES_S[0]) / C.LOG_INTERVAL_S + 1e-9))
         return self.states[min(max(index, 0), len(self.states) - 1)]
 
 
@@ -203,7 +204,10 @@ class Scene:
     negative_trajectory: (10, 3) the sub-optimal trajectory of a `neg` scene (ego frame).
     recovery_trajectory: (10, 3) the corrective trajectory of a `rec` scene (ego frame).
     human_trajectory: (8, 3) the logged human plan for NAVSIM v2's human filter (ego frame), or None.
-    pdm_closed_trajectory: (50, 3) PDM-Closed's cached reference at t = 0.1 ... 5.0 s (ego frame), or None.
+    pdm_closed_trajectory: PDM-Closed's cached reference per NAVSIM version, {"v1": (51, 3), "v2": (51, 3)}:
+      rear-axle poses at t = 0, 0.1, ..., 5.0 s in the ego frame (the t = 0 pose is the ego's projection on
+      the chosen path, not the ego pose). The versions differ because PDM-Closed picks its proposal with the
+      version's own scorer. Filled by `rewards.pdm.PDMScorer.prepare`; None or a missing key = not computed.
     """
 
     token: str
@@ -221,7 +225,7 @@ class Scene:
     negative_kind: Optional[str] = None  # what is wrong with the negative, e.g. "late_brake"
     recovery_kind: Optional[str] = None  # how the recovery start was perturbed, e.g. "off_centre"
     human_trajectory: Optional[np.ndarray] = None
-    pdm_closed_trajectory: Optional[np.ndarray] = None
+    pdm_closed_trajectory: Optional[dict[str, np.ndarray]] = None
     previous_frame: Optional[PreviousFrame] = None
     cameras: list[Camera] = field(default_factory=list)
     reasoning: Optional[Reasoning] = None
@@ -273,8 +277,12 @@ class Scene:
             raise SceneError(f"{where}: a 'neg' scene needs negative_trajectory")
         if self.sample_type == "rec" and self.recovery_trajectory is None:
             raise SceneError(f"{where}: a 'rec' scene needs recovery_trajectory")
-        for name in ("future", "negative_trajectory", "recovery_trajectory", "human_trajectory", "pdm_closed_trajectory"):
-            traj = getattr(self, name)
+        trajectories = [(name, getattr(self, name)) for name in ("future", "negative_trajectory", "recovery_trajectory", "human_trajectory")]
+        if self.pdm_closed_trajectory is not None:
+            if not isinstance(self.pdm_closed_trajectory, dict) or not set(self.pdm_closed_trajectory) <= {"v1", "v2"}:
+                raise SceneError(f"{where}: pdm_closed_trajectory must be a dict with keys 'v1'/'v2'")
+            trajectories += [(f"pdm_closed_trajectory[{v!r}]", t) for v, t in self.pdm_closed_trajectory.items()]
+        for name, traj in trajectories:
             if traj is None:
                 continue
             traj = np.asarray(traj)

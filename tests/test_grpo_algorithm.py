@@ -105,3 +105,12 @@ def test_flow_loss_ignores_masked_deterministic_steps():
     loss.backward()
     assert step_logp.grad[0, 1].item() == 0.0
     assert step_logp.grad[0, 0].item() < 0.0
+
+
+def test_a_std_floor_keeps_crumb_differences_small():
+    rewards = np.array([0.900, 0.901, 0.899, 0.900])
+    assert np.abs(group_advantages(rewards)).max() > 1.0  # plain std normalisation blows crumbs up
+    floored = group_advantages(rewards, std_floor=0.05)
+    np.testing.assert_allclose(floored, (rewards - rewards.mean()) / (0.05 + 1e-6))
+    spread = np.array([1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(group_advantages(spread, std_floor=0.05), group_advantages(spread))

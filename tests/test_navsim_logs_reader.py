@@ -272,7 +272,7 @@ def test_converted_logs_are_a_dataset_that_evaluation_scores(log_dir, tmp_path):
     store = SceneStore(tmp_path / "navsim")
     assert store.tokens == ["tok03", "tok05"]
     assert store.scene(1).cameras[0].images.shape == (4, 16, 32, 3)
-    summary = run_evaluation(str(tmp_path / "navsim"), None, "v1", baseline="ground_truth", show_progress=False)
+    summary = run_evaluation(str(tmp_path / "navsim"), None, ("v1",), baseline="ground_truth", show_progress=False)["v1"]
     assert summary["average"]["num_scenes"] == 2 and summary["failed"] == []
     with pytest.raises(FileExistsError):
         convert_logs(reader, tmp_path / "navsim", "test", progress=False)

@@ -68,8 +68,8 @@ def test_evaluation_reports_failed_scenes_instead_of_dropping_them(tmp_path):
     bad = scene_to_json(make_scene("lane_follow", 2))
     bad["map"]["centerline"] = bad["map"]["centerline"][:1]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    summary = run_evaluation(str(tmp_path), str(tmp_path / "out"), "v1", baseline="constant_velocity",
-                             sample_types=None, show_progress=False)
+    summary = run_evaluation(str(tmp_path), str(tmp_path / "out"), ("v1",), baseline="constant_velocity",
+                             sample_types=None, show_progress=False)["v1"]
     assert summary["average"]["num_scenes"] == 1
     assert [f["token"] for f in summary["failed"]] == ["bad"]
     assert "map.centerline" in summary["failed"][0]["error"]

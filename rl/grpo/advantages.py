@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def group_advantages(rewards: np.ndarray, normalize_std: bool = True, eps: float = 1e-6) -> np.ndarray:
+def group_advantages(rewards: np.ndarray, normalize_std: bool = True, eps: float = 1e-6, std_floor: float = 0.0) -> np.ndarray:
     """Advantages of one group of G samples of the same scene.
 
     rewards: (G,) float; NaN marks an unscorable sample. The baseline (mean) and the spread (population std)
     are computed over the scorable samples only; unscorable samples get advantage 0, so they neither push the
-    policy nor shift the others' baseline. With `normalize_std`, A = (r - mean) / (std + eps), else r - mean.
-    Returns (G,) float64.
+    policy nor shift the others' baseline. With `normalize_std`, A = (r - mean) / (max(std, std_floor) + eps),
+    else r - mean. A floor keeps a group whose rewards differ by crumbs (e.g. centimetres of progress) from
+    being blown up to unit-scale advantages. Returns (G,) float64.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     valid = np.isfinite(rewards)
@@ -20,7 +21,7 @@ def group_advantages(rewards: np.ndarray, normalize_std: bool = True, eps: float
     mean = rewards[valid].mean()
     centred = rewards[valid] - mean
     if normalize_std:
-        centred = centred / (rewards[valid].std() + eps)
+        centred = centred / (max(rewards[valid].std(), std_floor) + eps)
     advantages[valid] = centred
     return advantages
 
@@ -39,6 +40,7 @@ def batch_advantages(
     normalize_std: bool = True,
     filter_no_spread: bool = True,
     min_std: float = 1e-6,
+    std_floor: float = 0.0,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Advantages for a batch of groups and the mask of groups kept.
 
@@ -51,6 +53,7 @@ def batch_advantages(
         [(not filter_no_spread) or group_has_spread(m, min_std) for m in main_rewards], dtype=bool
     )
     advantages = [
-        group_advantages(r, normalize_std) if keep else np.zeros(len(r)) for r, keep in zip(group_rewards, kept)
+        group_advantages(r, normalize_std, std_floor=std_floor) if keep else np.zeros(len(r))
+        for r, keep in zip(group_rewards, kept)
     ]
     return advantages, kept

@@ -200,8 +200,8 @@ class SceneCollator:
                 labels[i, c0:] = comp_ids
                 label_kind[i, c0:] = torch.where(tok.is_action(comp_ids), LABEL_ACTION, LABEL_TEXT).to(torch.int8)
                 if "sampled" in row:
-                    sampled[i, c0:] = torch.from_numpy(row["sampled"])
-                    action_slots[i, c0:] = torch.from_numpy(row["action_slots"])
+                    sampled[i, c0:] = torch.as_tensor(np.asarray(row["sampled"], dtype=bool).copy())
+                    action_slots[i, c0:] = torch.as_tensor(np.asarray(row["action_slots"], dtype=bool).copy())
         mm_types = (input_ids == tok.video_pad_id).to(torch.int32) * 2
         history = np.stack([history_features(r["scene"]) for r in rows])
         velocity = np.array([[r["scene"].ego.vx, r["scene"].ego.vy] for r in rows], dtype=np.float32)
