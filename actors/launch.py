@@ -62,7 +62,8 @@ class ActorGroups:
         def make_learner(rank: int, world_size: int):
             return learner_cls.options(num_cpus=l.cpus_per_worker, num_gpus=l.gpus_per_worker,
                                        scheduling_strategy=in_bundle(learner_pg, rank)).remote(
-                rank, world_size, cfg.policy_init, objective, optim, lora, l.reference, cfg.seed, g.micro_batch_size)
+                rank, world_size, cfg.policy_init, objective, optim, lora, l.reference, cfg.seed, g.micro_batch_size,
+                g.updates_per_step)
 
         learner = LearnerGroup(make_learner, l.num_workers)
 

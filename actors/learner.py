@@ -27,7 +27,8 @@ class Learner:
     """One rank of the DeepSpeed learner job."""
 
     def __init__(self, rank: int, world_size: int, policy_dir: str, objective: ObjectiveConfig, optim: dict,
-                 lora: dict, reference: str, seed: int, micro_batch_size: int, num_threads: int = 1):
+                 lora: dict, reference: str, seed: int, micro_batch_size: int, updates_per_step: int = 1,
+                 num_threads: int = 1):
         import torch
 
         from rl.policy import SpanVLAPolicy
@@ -38,6 +39,7 @@ class Learner:
         self.rank, self.world_size = rank, world_size
         self.objective = objective
         self.micro_batch_size = micro_batch_size
+        self.updates_per_step = updates_per_step
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.policy = SpanVLAPolicy.load(policy_dir, device=device)
         target = objective.train_target
@@ -108,24 +110,28 @@ class Learner:
 
     # --- update -------------------------------------------------------------------------------------------
     def update(self, shard: list[TrainingSample], normalisers: dict[str, float]) -> dict[str, float]:
-        """One optimizer step over this rank's shard (any number of micro-batches); returns metrics."""
+        """`updates_per_step` optimizer steps over this rank's shard (each over every micro-batch); the ratio to
+        the sampling policy moves away from 1 after the first, and the clip bounds it. Returns the last pass's
+        metrics."""
         import torch
 
         start = time.perf_counter()
-        sums: dict[str, float] = {}
         micro = [shard[i : i + self.micro_batch_size] for i in range(0, len(shard), self.micro_batch_size)]
-        for chunk in micro:
-            loss, metrics = micro_batch_loss(self.policy, chunk, self.objective, normalisers, self.world_size,
-                                             self._reference)
-            self.engine.backward(loss, scale_wrt_gas=False)
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value * len(chunk)
-        self.engine.step()
-        self.updates += 1
+        for _ in range(self.updates_per_step):
+            sums: dict[str, float] = {}
+            for chunk in micro:
+                loss, metrics = micro_batch_loss(self.policy, chunk, self.objective, normalisers, self.world_size,
+                                                 self._reference)
+                self.engine.backward(loss, scale_wrt_gas=False)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value * len(chunk)
+            self.engine.step()
+            self.updates += 1
         grad_norm = self.engine.get_global_grad_norm()
         out = {f"train/{k}": v / max(len(shard), 1) for k, v in sums.items()}
         out["train/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         out["train/micro_batches"] = float(len(micro))
+        out["train/optimizer_steps"] = float(self.updates_per_step)
         out["timing/learner_rank_s"] = time.perf_counter() - start
         if torch.cuda.is_available():
             out["train/gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30

@@ -65,7 +65,7 @@ class GRPOConfig:
     lr: float = 3e-5  # [paper]
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    updates_per_step: int = 1  # [paper] one update per batch: the ratio is 1 and clipping never acts
+    updates_per_step: int = 1  # optimizer steps per batch; [paper] 1: the ratio is 1 and clipping never acts
     micro_batch_size: int = 16  # samples per learner forward/backward
     clip_low: float = 0.2
     clip_high: float = 0.28
