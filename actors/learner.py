@@ -12,7 +12,6 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import ray

@@ -151,7 +151,7 @@ def print_table(args, policy, summary, variant_layers) -> None:
               f" {ms(med[f'span_trajectory_{n}_s'])} {ratio[f'trajectory_{n}']:6.2f}x {PAPER_RATIOS[f'trajectory_{n}']:6.2f}x")
         print(f"{f'total {n} pts':34s} {ms(tot[f'ar_{n}'])} {ms(tot[f'span_{n}'])} {ratio[f'total_{n}']:6.2f}x"
               f" {PAPER_RATIOS[f'total_{n}']:6.2f}x")
-    print(f"\nexpert alone (5 Euler steps), by the VLM layers it reads")
+    print("\nexpert alone (5 Euler steps), by the VLM layers it reads")
     print(f"{'layers read':34s} {'10 points':>11s} {'50 points':>11s}")
     for name, layers in variant_layers.items():
         print(f"{f'{name} ({len(layers)}: {layers})':34s} {ms(med[f'expert_{name}_10_s'])} {ms(med[f'expert_{name}_50_s'])}")

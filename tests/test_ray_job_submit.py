@@ -56,11 +56,15 @@ def test_ray_job_submit_runs_the_tiny_job_on_a_head_node(tiny_grpo_assets, tmp_p
             "grpo.steps=1", "grpo.groups_per_step=2", "grpo.group_size=4", "eval.every=0",
             f"logging.out_dir={out}", "logging.wandb=false", "logging.picture_every=0",
         ]
-        submit = subprocess.run(
-            [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-             "--working-dir", str(REPO), "--", "python", "-m", "rl.train", "--config", "configs/tiny.yaml", *overrides],
-            env=env, capture_output=True, text=True, timeout=600, cwd=REPO,
-        )
+        command = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
+                   "--working-dir", str(REPO), "--", "python", "-m", "rl.train", "--config", "configs/tiny.yaml",
+                   *overrides]
+        deadline = time.monotonic() + 120
+        while True:  # the head's job agent comes up a little after `ray start` returns
+            submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+            if "No available agent" not in submit.stderr + submit.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(3.0)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout.lower()
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

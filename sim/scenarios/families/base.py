@@ -225,6 +225,28 @@ def default_idm(rng: np.random.Generator, speed_limit: float) -> IDM:
     return IDM(target_speed=speed_limit, headway=float(rng.uniform(1.2, 1.5)), min_gap=float(rng.uniform(2.0, 3.0)))
 
 
+
+def road_scenario(family: str, layout, limit: float, width: float, tracks: list, start, rng: np.random.Generator,
+                  facts: dict, route=None, statics=()) -> Scenario:
+    """A scenario on a straight or curved road (no lights, no stop lines): the ego follows `route` (default
+    the ego lane) within the road's forward roadblock, with `facts` for the family's labels and samples."""
+    return Scenario(
+        family=family,
+        builder=layout.builder,
+        route=layout.lane_path if route is None else route,
+        route_roadblocks={layout.road.forward_roadblock},
+        speed_limit=limit,
+        lane_width=width,
+        tracks=tracks,
+        statics=list(statics),
+        lights=[],
+        start=start,
+        stops=[],
+        idm=default_idm(rng, limit),
+        facts=facts,
+    )
+
+
 def lead_track(
     rng: np.random.Generator, path: Path, s_centre: np.ndarray, token: str = "lead", role: str = "lead"
 ) -> Track:

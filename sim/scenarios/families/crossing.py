@@ -9,7 +9,7 @@ import numpy as np
 
 from sim.scene import CriticalObject
 from sim.scenarios.expert import EGO_FRONT
-from sim.scenarios.families.base import Family, background_traffic, build_road, default_idm, ego_s_on_lane, relative_location, track_by_token
+from sim.scenarios.families.base import road_scenario, Family, background_traffic, build_road, ego_s_on_lane, relative_location, track_by_token
 from sim.scenarios.longitudinal import CURRENT
 from sim.scenarios.scenario import EgoStart, Scenario
 from sim.scenarios.traffic import bicycle_dims, crossing_walk, free_track, pedestrian_dims
@@ -49,20 +49,10 @@ class VRUCrossing(Family):
         walk = crossing_walk(start_pose[:2], float(heading), speed, t_start, accel=accel)
         vru = free_track("vru", kind, dims, walk, role="crossing")
         tracks = [vru] + background_traffic(rng, layout, s0, v0, max_per_lane=2)
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, 0.0), rng,
+            {"lane_path": path, "yield_to": ("vru",), "vru": "vru", "vru_kind": "cyclist" if cyclist else "pedestrian", "from_side": "right" if from_right else "left"},
             route=path,
-            route_roadblocks={road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=[],
-            lights=[],
-            start=EgoStart(s0, v0, 0.0),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts={"lane_path": path, "yield_to": ("vru",), "vru": "vru", "vru_kind": "cyclist" if cyclist else "pedestrian", "from_side": "right" if from_right else "left"},
         )
 
     def accept(self, scenario, plan) -> bool:

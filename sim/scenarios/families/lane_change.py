@@ -13,7 +13,7 @@ import numpy as np
 
 from sim.scene import CriticalObject, StaticObject
 from sim.scenarios.expert import EGO_FRONT
-from sim.scenarios.families.base import ROAD_START, Family, background_traffic, build_road, default_idm, ego_s_on_lane, relative_location
+from sim.scenarios.families.base import road_scenario, ROAD_START, Family, background_traffic, build_road, ego_s_on_lane, relative_location
 from sim.scenarios.longitudinal import CURRENT, IDM
 from sim.scenarios.paths import Path, Smoothstep
 from sim.scenarios.road import Taper
@@ -86,20 +86,8 @@ class LaneChange(Family):
             tracks.append(stalled)
             facts.update(reason_kind="stalled", obstacle_tokens=("stalled",), avoidance=(shift,))
         tracks += background_traffic(rng, layout, s0, v0, skip_lanes=(target,), max_per_lane=2)
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
-            route=route,
-            route_roadblocks={road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=[],
-            lights=[],
-            start=EgoStart(s0, v0, 0.0),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts=facts,
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, 0.0), rng, facts, route=route,
         )
 
     def critical(self, scenario, plan):
@@ -164,20 +152,9 @@ class ConstructionZone(Family):
         statics = construction_objects(rng, lane_path, width, side, zone_start, float(rng.uniform(12.0, 20.0)), float(rng.uniform(30.0, 60.0)))
         tracks = target_lane_traffic(rng, road, target, s0, v0, max_cars=2)
         tracks += background_traffic(rng, layout, s0, v0, skip_lanes=(target,), max_per_lane=2)
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
-            route=route,
-            route_roadblocks={road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=statics,
-            lights=[],
-            start=EgoStart(s0, v0, 0.0),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts={
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, 0.0), rng,
+            {
                 "lane_path": lane_path,
                 "route_shift": shift,
                 "merge_side": side,
@@ -186,6 +163,7 @@ class ConstructionZone(Family):
                 "zone_start": zone_start,
                 "reason_kind": "construction",
             },
+            route=route, statics=statics,
         )
 
     def critical(self, scenario, plan):

@@ -8,7 +8,7 @@ import numpy as np
 
 from sim.scene import CriticalObject
 from sim.scenarios.expert import EGO_FRONT
-from sim.scenarios.families.base import Family, background_traffic, build_road, default_idm, ego_s_on_lane, relative_location, track_by_token
+from sim.scenarios.families.base import road_scenario, Family, background_traffic, build_road, ego_s_on_lane, relative_location, track_by_token
 from sim.scenarios.longitudinal import CURRENT, FINE_TIMES, IDM
 from sim.scenarios.paths import Smoothstep
 from sim.scenarios.scenario import EgoStart, Scenario
@@ -16,21 +16,7 @@ from sim.scenarios.traffic import braking_speeds, idm_followers, speed_profile_s
 
 
 def _scenario(name, layout, limit, width, tracks, start, rng, facts) -> Scenario:
-    return Scenario(
-        family=name,
-        builder=layout.builder,
-        route=layout.lane_path,
-        route_roadblocks={layout.road.forward_roadblock},
-        speed_limit=limit,
-        lane_width=width,
-        tracks=tracks,
-        statics=[],
-        lights=[],
-        start=start,
-        stops=[],
-        idm=default_idm(rng, limit),
-        facts={"lane_path": layout.lane_path, **facts},
-    )
+    return road_scenario(name, layout, limit, width, tracks, start, rng, {"lane_path": layout.lane_path, **facts})
 
 
 class LeadBraking(Family):

@@ -11,7 +11,7 @@ import numpy as np
 from sim.conventions import PACIFICA
 from sim.scene import CriticalObject, StaticObject
 from sim.scenarios.expert import EGO_FRONT
-from sim.scenarios.families.base import Family, background_traffic, build_road, default_idm, ego_s_on_lane, relative_location, track_by_token
+from sim.scenarios.families.base import road_scenario, Family, background_traffic, build_road, ego_s_on_lane, relative_location, track_by_token
 from sim.scenarios.longitudinal import CURRENT
 from sim.scenarios.paths import LateralProfile, Smoothstep
 from sim.scenarios.scenario import EgoStart, Scenario
@@ -59,20 +59,10 @@ class ParkedObstacle(Family):
         plateau_out = s_obs + half_length + PACIFICA.rear_length + 1.5
         bump = (Smoothstep(plateau_in - ramp, plateau_in, 0.0, offset), Smoothstep(plateau_out, plateau_out + ramp, 0.0, -offset))
         tracks += background_traffic(rng, layout, s0, v0, max_per_lane=2)
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
-            route=path,
-            route_roadblocks={layout.road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=statics,
-            lights=[],
-            start=EgoStart(s0, v0, 0.0, LateralProfile(bump)),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts={"lane_path": path, "avoidance": bump, "obstacle_tokens": tokens, "drift_side": -1.0, "obstacle_s": s_obs, "kind": kind},
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, 0.0, LateralProfile(bump)), rng,
+            {"lane_path": path, "avoidance": bump, "obstacle_tokens": tokens, "drift_side": -1.0, "obstacle_s": s_obs, "kind": kind},
+            route=path, statics=statics,
         )
 
     def critical(self, scenario, plan):
@@ -124,20 +114,9 @@ class NarrowOncoming(Family):
         for k in range(int(rng.integers(0, 3))):
             s_k = s_onc[CURRENT] - float(rng.uniform(25.0, 40.0)) * (k + 1)
             tracks.append(track_on_path(f"oncoming_{k}", "vehicle", vehicle_dims(rng), back, constant_speed_s(s_k, v_onc), role="oncoming_background"))
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
-            route=path,
-            route_roadblocks={road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=[],
-            lights=[],
-            start=EgoStart(s0, v0, 0.0),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts={"lane_path": path, "yield_to": ("oncoming",), "drift_side": 1.0},
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, 0.0), rng,
+            {"lane_path": path, "yield_to": ("oncoming",), "drift_side": 1.0}, route=path,
         )
 
     def accept(self, scenario, plan) -> bool:

@@ -13,10 +13,10 @@ from sim.scenarios.families.base import (
     Family,
     background_traffic,
     build_road,
-    default_idm,
     ego_s_on_lane,
     lead_track,
     relative_location,
+    road_scenario,
 )
 from sim.scenarios.scenario import EgoStart, Scenario
 from sim.scenarios.traffic import constant_speed_s
@@ -48,20 +48,9 @@ class LaneFollow(Family):
         if rng.random() < 0.5:
             gap = float(rng.uniform(45.0, 75.0))
             tracks.append(lead_track(rng, path, constant_speed_s(s0 + gap, limit * float(rng.uniform(0.9, 1.0))), role="distant_lead"))
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
-            route=path,
-            route_roadblocks={layout.road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=[],
-            lights=[],
-            start=EgoStart(s0, v0, a0),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts={"lane_path": path, "drift_side": None},
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, a0), rng,
+            {"lane_path": path, "drift_side": None}, route=path,
         )
 
 
@@ -87,20 +76,10 @@ class Curve(Family):
         s0 = ego_s_on_lane(layout) + float(rng.uniform(-3.0, 3.0))
         v0, a0 = _start_speed(rng, limit)
         tracks = background_traffic(rng, layout, s0, v0, max_per_lane=2)
-        return Scenario(
-            family=self.name,
-            builder=layout.builder,
+        return road_scenario(
+            self.name, layout, limit, width, tracks, EgoStart(s0, v0, a0), rng,
+            {"lane_path": path, "drift_side": -side, "bend": "left" if side > 0 else "right", "radius": radius},
             route=path,
-            route_roadblocks={layout.road.forward_roadblock},
-            speed_limit=limit,
-            lane_width=width,
-            tracks=tracks,
-            statics=[],
-            lights=[],
-            start=EgoStart(s0, v0, a0),
-            stops=[],
-            idm=default_idm(rng, limit),
-            facts={"lane_path": path, "drift_side": -side, "bend": "left" if side > 0 else "right", "radius": radius},
         )
 
     def critical(self, scenario, plan):
