@@ -41,11 +41,16 @@ def test_ray_job_submit_runs_the_tiny_job_on_a_head_node(tiny_grpo_assets, tmp_p
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
+    # Ray's fixed default ports (the job agent's 52365 above all) are taken by the test session's own
+    # cluster: a second node on them starts, but its job agent cannot listen and no job can be submitted.
+    own_ports = [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                        "metrics-export-port", "runtime-env-agent-port",
+                                                        "ray-client-server-port")]
     out = tmp_path / "job"
     start = subprocess.run(
         [str(bin_dir / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--num-cpus=4", "--num-gpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         "--include-dashboard=true", "--disable-usage-stats"],
+         "--include-dashboard=true", "--disable-usage-stats", *own_ports],
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert start.returncode == 0, start.stderr
