@@ -214,7 +214,13 @@ class LearnerGroup:
                 pad.weight = 0.0
                 shard.append(pad)
         normalisers = batch_normalisers(samples)
-        results = ray.get([a.update.remote(s, normalisers) for a, s in zip(self.actors, shards)])
+        try:
+            results = ray.get([a.update.remote(s, normalisers) for a, s in zip(self.actors, shards)])
+        except ray.exceptions.RayActorError as err:
+            raise RuntimeError(
+                "a learner rank died during the update; the job stops here. Resubmit it: with checkpoint.resume=auto "
+                f"it continues from the latest checkpoint. ({err})"
+            ) from err
         return results[0]
 
     def save(self, step_dir: str) -> None:

@@ -2,7 +2,7 @@
 
     <dir>/step_N/learner/     DeepSpeed state (weights, optimizer) of every learner rank
     <dir>/step_N/policy/      the policy in its own save format (what `rl.evaluate` loads)
-    <dir>/step_N/driver.json  step, data position, RNG state, policy version
+    <dir>/step_N/driver.json  step, data position, random seed, policy version
     <dir>/step_N/config.yaml  the resolved config
     <dir>/latest              the name of the newest COMPLETE step directory, written last and atomically
 
@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -30,12 +29,15 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class DriverState:
-    """Everything besides the weights that a resumed run needs to continue exactly where it stopped."""
+    """Everything besides the weights that a resumed run needs to continue exactly where it stopped.
+
+    Randomness is counter-based: every draw comes from a generator seeded by (seed, step, group) or, for the
+    data schedule, (seed, sample type, pass), so the seed and the positions below are the whole RNG state."""
 
     step: int  # the number of completed GRPO steps
     policy_version: int
-    schedule: dict  # SceneSchedule.state_dict()
-    rng: dict  # numpy bit generator state of the driver
+    schedule: dict  # SceneSchedule.state_dict(): the cursor into each sample type's shuffled stream
+    seed: int
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -95,12 +97,3 @@ class CheckpointDir:
             raise CheckpointError(f"{file} is missing: {path} is not a complete GRPO checkpoint")
         return DriverState(**json.loads(file.read_text()))
 
-
-def rng_state(rng: np.random.Generator) -> dict:
-    return rng.bit_generator.state
-
-
-def rng_from_state(state: dict) -> np.random.Generator:
-    bit_generator = getattr(np.random, state["bit_generator"])()
-    bit_generator.state = state
-    return np.random.Generator(bit_generator)

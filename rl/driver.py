@@ -23,7 +23,7 @@ from tqdm import tqdm
 from actors.launch import ActorGroups
 from actors.rollout import GroupRequest, GroupRollout, group_seed
 from actors.scorer import GroupScores, ScoreRequest
-from rl.checkpoint import CheckpointDir, DriverState, rng_from_state, rng_state
+from rl.checkpoint import CheckpointDir, CheckpointError, DriverState
 from rl.config import TrainConfig
 from rl.config_io import config_to_dict, save_config
 from rl.data_schedule import SceneSchedule
@@ -51,7 +51,6 @@ class GRPODriver:
         self.val = SceneStore(cfg.data.val, where={"sample_type": "pos"}, limit=cfg.eval.num_scenes) if cfg.eval.every else None
         self.schedule = SceneSchedule(self.train.rows_by_type(), cfg.grpo.groups_per_step, cfg.grpo.schedule.warmup_steps,
                                       dict(cfg.grpo.schedule.mix), cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         self.policy_version = 0
         self.actors: Optional[ActorGroups] = None
@@ -70,6 +69,8 @@ class GRPODriver:
                                    wandb_mode=cfg.logging.wandb_mode, console_every=cfg.logging.console_every,
                                    resume=resumed)
             self._sync_weights()  # every rollout worker holds the learner's weights before the first rollout
+            if cfg.eval.every and self.step == 0:
+                self.tracker.log(self.evaluate(), 0)  # the starting point of the eval curve
             metrics: dict = {}
             bar = tqdm(total=cfg.grpo.steps, initial=self.step, desc="GRPO", unit="step", dynamic_ncols=True)
             while self.step < cfg.grpo.steps:
@@ -193,7 +194,7 @@ class GRPODriver:
         path = self.ckpt.begin(self.step)
         self.actors.learner.save(str(path))
         CheckpointDir.save_driver_state(path, DriverState(self.step, self.policy_version, self.schedule.state_dict(),
-                                                          rng_state(self.rng)))
+                                                          self.cfg.seed))
         save_config(self.cfg, path / "config.yaml")
         self.ckpt.commit(self.step, self.cfg.checkpoint.keep_last)
         logger.info("checkpoint written: %s", path)
@@ -206,9 +207,11 @@ class GRPODriver:
         if path is None:
             return False
         state = CheckpointDir.load_driver_state(path)
+        if state.seed != self.cfg.seed:
+            raise CheckpointError(f"{path} was written by a run with seed {state.seed}; this config has seed "
+                                  f"{self.cfg.seed}: use another logging.out_dir / checkpoint.dir, or the same seed")
         self.actors.learner.load(str(path))
         self.schedule.load_state_dict(state.schedule)
-        self.rng = rng_from_state(state.rng)
         self.step, self.policy_version = state.step, state.policy_version
         logger.info("resumed from %s at step %d (policy version %d)", path, self.step, self.policy_version)
         return True

@@ -35,3 +35,10 @@ def test_pushed_weights_arrive_bit_identical_with_their_version(ray_cluster, tin
         assert any(not np.array_equal(state[n], changed[n]) for n in state)
     finally:
         groups.shutdown()
+
+
+def test_placement_gives_up_after_its_timeout_and_names_the_missing_resource(ray_cluster):
+    from actors.placement import ResourcesUnavailable, reserve
+
+    with pytest.raises(ResourcesUnavailable, match=r"GPU: need 2, cluster total 0, free now 0 \[MISSING\]"):
+        reserve("rollout", [{"CPU": 1, "GPU": 1}] * 2, timeout_s=2)
