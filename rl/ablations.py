@@ -42,13 +42,29 @@ def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: 
                           action_source=action_source, sample_types=["pos"])
 
 
+def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
+    """Would these configs train the same GRPO run (whatever their output folders and logging)?"""
+    from rl.config_io import config_to_dict
+
+    strip = lambda c: {k: v for k, v in config_to_dict(c).items() if k not in ("logging", "checkpoint", "eval")}  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def _grpo_variant(cfg: TrainConfig, paths: PipelinePaths, out: Path, **changes) -> Path:
+    """The final policy of GRPO from the demo's SFT policy with `changes`; the demo's own GRPO run is reused
+    when the variant is that run."""
     from rl.checkpoint import CheckpointDir
+    from rl.config_io import load_config
     from rl.driver import GRPODriver
 
     variant = _with(cfg, **{"policy_init": str(paths.sft_expert / "policy"), "data.train": str(paths.split("train")),
                             "data.val": str(paths.split("val")), "policy.codebook.path": str(paths.codebook),
                             "logging.out_dir": str(out / "grpo"), "logging.picture_every": 0, **changes})
+    demo = CheckpointDir(paths.grpo / "ckpt").latest()
+    if demo is not None and _same_run(load_config(TrainConfig, demo / "config.yaml"), variant) \
+            and int(demo.name.split("_")[1]) == variant.grpo.steps:
+        logger.info("reusing the demo's GRPO run %s", demo)
+        return demo / "policy"
     latest = CheckpointDir(out / "grpo" / "ckpt").latest()
     if latest is None or int(latest.name.split("_")[1]) < variant.grpo.steps:
         GRPODriver(variant).run()
@@ -56,10 +72,13 @@ def _grpo_variant(cfg: TrainConfig, paths: PipelinePaths, out: Path, **changes) 
 
 
 def _row(name: str, results: dict, sft_score: Optional[float] = None) -> dict:
+    from rl.report import target_collision_rate
+
     v1, v2 = results["v1"]["average"], results["v2"]["average"]
     row = {"variant": name, "PDMS": v1["score"], "EPDMS": v2["score"], "NC": v1["no_at_fault_collisions"],
            "TTC": v1["time_to_collision_within_bound"], "EP": v1["ego_progress"],
-           "collisions": v1["at_fault_collision_rate"], "scenes": v1["num_scenes"]}
+           "collisions": v1["at_fault_collision_rate"],
+           "collisions cut-in/lead/red": target_collision_rate(results["v1"]), "scenes": v1["num_scenes"]}
     if sft_score:
         row["vs SFT"] = v1["score"] / sft_score
     return row
@@ -88,14 +107,14 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
     sft_score = sft["v1"]["average"]["score"]
     rows = [_row("SFT (expert)", sft)]
     if study == "headline":
-        scores = []
         for seed in seeds:
             policy = _grpo_variant(cfg, paths, out / f"seed_{seed}", seed=seed)
-            result = _evaluate(paths, policy, out / f"seed_{seed}" / "eval", "expert")
-            rows.append(_row(f"GRPO seed {seed}", result, sft_score))
-            scores.append(result["v1"]["average"]["score"])
-        rows.append({"variant": f"GRPO mean +- std ({len(seeds)} seeds)", "PDMS": float(np.mean(scores)),
-                     "PDMS std": float(np.std(scores)), "vs SFT": float(np.mean(scores)) / sft_score})
+            rows.append(_row(f"GRPO seed {seed}", _evaluate(paths, policy, out / f"seed_{seed}" / "eval", "expert"),
+                             sft_score))
+        runs = rows[1:]
+        mean = {k: float(np.mean([r[k] for r in runs])) for k in ("PDMS", "EPDMS", "collisions cut-in/lead/red")}
+        rows.append({"variant": f"GRPO mean +- std ({len(seeds)} seeds)", **mean,
+                     "PDMS std": float(np.std([r["PDMS"] for r in runs])), "vs SFT": mean["PDMS"] / sft_score})
     elif study == "sample_types":
         for name, mix in (("pos", {"pos": 1.0}), ("pos+neg", {"pos": 0.57, "neg": 0.43}),
                           ("pos+neg+rec", {"pos": 0.5, "neg": 0.375, "rec": 0.125})):

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -49,19 +50,23 @@ def family_table(results: dict, before: str, after: str, version: str = "v1") ->
     return "\n".join(lines)
 
 
+COLLISION_TARGET_FAMILIES = ("cut_in", "lead_braking", "red_light")
+
+
+def target_collision_rate(summary: dict) -> float:
+    """At-fault collision rate over the scenes of the cut-in, lead-braking and red-light families of one
+    evaluation summary (NaN when it has none of them)."""
+    parts = [summary["by_family"][f] for f in COLLISION_TARGET_FAMILIES if f in summary["by_family"]]
+    n = sum(p["num_scenes"] for p in parts)
+    return sum(p["at_fault_collision_rate"] * p["num_scenes"] for p in parts) / n if n else float("nan")
+
+
 def headline(results: dict, before: str, after: str) -> dict:
     """The two targets: relative PDMS gain, and the change of at-fault collisions in cut-in, lead-braking and
     red-light scenes."""
     b, a = results[before]["v1"], results[after]["v1"]
     gain = a["average"]["score"] / b["average"]["score"] if b["average"]["score"] else float("nan")
-    families = ("cut_in", "lead_braking", "red_light")
-
-    def collisions(summary):
-        parts = [summary["by_family"][f] for f in families if f in summary["by_family"]]
-        n = sum(p["num_scenes"] for p in parts)
-        return sum(p["at_fault_collision_rate"] * p["num_scenes"] for p in parts) / n if n else float("nan")
-
-    cb, ca = collisions(b), collisions(a)
+    cb, ca = target_collision_rate(b), target_collision_rate(a)
     return {"pdms_before": b["average"]["score"], "pdms_after": a["average"]["score"], "pdms_ratio": gain,
             "epdms_before": results[before]["v2"]["average"]["score"],
             "epdms_after": results[after]["v2"]["average"]["score"],
@@ -81,7 +86,13 @@ def plot_curves(out: Path, series: dict[str, tuple[Path, list[str]]]) -> list[Pa
             ax = fig.add_subplot(1, len(keys), i + 1)
             points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points), marker="." if len(points) < 40 else None)
+                steps, values = (np.asarray(v, dtype=float) for v in zip(*points))
+                ax.plot(steps, values, marker="." if len(points) < 40 else None, alpha=0.5 if len(points) >= 10 else 1.0)
+                if len(points) >= 10:  # noisy per-step metrics: a moving average shows the trend
+                    window = max(3, len(points) // 8)
+                    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+                    ax.plot(steps[window - 1:], smooth, color="black", linewidth=1.5, label=f"mean of {window}")
+                    ax.legend(fontsize=7)
             ax.set_title(key, fontsize=9)
             ax.set_xlabel("step", fontsize=8)
             ax.grid(alpha=0.3)
@@ -93,13 +104,20 @@ def plot_curves(out: Path, series: dict[str, tuple[Path, list[str]]]) -> list[Pa
     return written
 
 
-def pick_scenes(eval_dir: Path, before: str, count: int) -> list[str]:
-    """Tokens of test scenes worth picturing: the negative-prone families' scenes the SFT policy scored lowest."""
-    frame = pd.read_csv(eval_dir / before / "v1" / "results.csv")
-    frame = frame[(frame["token"] != "average") & frame["valid"].astype(bool)]
-    prone = frame[frame["family"].isin(NEGATIVE_PRONE_FAMILIES)]
-    pool = prone if len(prone) >= count else frame
-    return pool.sort_values("score").head(count)["token"].tolist()
+def pick_scenes(eval_dir: Path, before: str, after: str, count: int) -> list[str]:
+    """Tokens of test scenes worth picturing: those whose PDMS post-training changed most, the largest gains
+    first, then the largest losses (half each when both exist)."""
+    def scores(name: str) -> pd.Series:
+        frame = pd.read_csv(eval_dir / name / "v1" / "results.csv")
+        frame = frame[(frame["token"] != "average") & frame["valid"].astype(bool)]
+        return frame.set_index("token")["score"]
+
+    change = (scores(after) - scores(before)).dropna()
+    gains = change[change > 0].sort_values(ascending=False)
+    losses = change[change < 0].sort_values()
+    n_gains = min(len(gains), max(count - min(len(losses), count // 2), 0))
+    picked = list(gains.index[:n_gains]) + list(losses.index[: count - n_gains])
+    return picked or list(change.index[:count])
 
 
 def before_after_pictures(paths, before_policy: str, after_policy: str, tokens: list[str], source: str) -> list[Path]:
@@ -145,7 +163,7 @@ def write_report(paths, results: dict, codebook: dict, cfg, before: str, after: 
         "grpo": (paths.grpo / "metrics.jsonl", ["reward/total", "reward/pdms", "eval/PDMS", "train/grad_norm"]),
     })
     source = "tokens" if after.endswith("tokens") else "expert"
-    tokens = pick_scenes(paths.eval, before, cfg.pipeline.pictures)
+    tokens = pick_scenes(paths.eval, before, after, cfg.pipeline.pictures)
     pictures = []
     latest = CheckpointDir(paths.grpo / "ckpt").latest()
     if latest is not None and tokens:

@@ -98,3 +98,22 @@ def test_the_train_command_names_a_missing_dataset(tmp_path, capsys):
     code = main(["--config", "configs/tiny.yaml", f"policy_init={policy}", f"data.train={tmp_path / 'nowhere'}"])
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke_run):
+    from rl.ablations import run_study
+
+    out, results = smoke_run
+    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
+    run_study("headline", cfg, out, seeds=[0, 1])
+    rows = {r["variant"]: r for r in json.loads((out / "ablations" / "headline.json").read_text())}
+    assert rows["SFT (expert)"]["PDMS"] == pytest.approx(results["sft_expert"]["v1"]["average"]["score"])
+    # seed 0 is the demo's own GRPO run (same config): reused, not trained again
+    assert rows["GRPO seed 0"]["PDMS"] == pytest.approx(results["grpo_expert"]["v1"]["average"]["score"])
+    assert not (out / "ablations" / "headline" / "seed_0" / "grpo").exists()
+    assert (out / "ablations" / "headline" / "seed_1" / "grpo" / "ckpt" / "latest").read_text().strip() == "step_2"
+    mean = rows["GRPO mean +- std (2 seeds)"]
+    assert mean["PDMS"] == pytest.approx((rows["GRPO seed 0"]["PDMS"] + rows["GRPO seed 1"]["PDMS"]) / 2)
+    assert 0.0 <= rows["GRPO seed 1"]["collisions cut-in/lead/red"] <= 1.0
+    assert "| GRPO seed 1 |" in (out / "ablations" / "headline.md").read_text()
