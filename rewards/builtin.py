@@ -20,31 +20,30 @@ def _resampled(item: ScoringInput, reference):
     return item.trajectory[usable], xy
 
 
+def _closeness(batch: list[ScoringInput], sample_type: str, reference: str, threshold_m: float) -> list[dict]:
+    """Bounded closeness of each plan to the scene's `reference` trajectory attribute, for samples of
+    `sample_type` (0 for the others)."""
+    out = []
+    for item in batch:
+        if item.sample_type != sample_type:
+            out.append({"reward": 0.0})
+            continue
+        plan, ref = _resampled(item, getattr(item.scene, reference))
+        out.append({"reward": bounded_l2_shaping(plan, ref, threshold_m), "ade_m": average_displacement(plan, ref)})
+    return out
+
+
 @register_reward("negative_l2")
 def negative_l2(batch: list[ScoringInput], threshold_m: float = 1.7) -> list[dict]:
     """r_neg: bounded closeness to the scene's negative trajectory (0 for samples that are not `neg`).
     Configure it with a negative weight (-w_N)."""
-    out = []
-    for item in batch:
-        if item.sample_type != "neg":
-            out.append({"reward": 0.0})
-            continue
-        plan, ref = _resampled(item, item.scene.negative_trajectory)
-        out.append({"reward": bounded_l2_shaping(plan, ref, threshold_m), "ade_m": average_displacement(plan, ref)})
-    return out
+    return _closeness(batch, "neg", "negative_trajectory", threshold_m)
 
 
 @register_reward("recovery_l2")
 def recovery_l2(batch: list[ScoringInput], threshold_m: float = 1.7) -> list[dict]:
     """r_rec: bounded closeness to the scene's recovery trajectory (0 for samples that are not `rec`)."""
-    out = []
-    for item in batch:
-        if item.sample_type != "rec":
-            out.append({"reward": 0.0})
-            continue
-        plan, ref = _resampled(item, item.scene.recovery_trajectory)
-        out.append({"reward": bounded_l2_shaping(plan, ref, threshold_m), "ade_m": average_displacement(plan, ref)})
-    return out
+    return _closeness(batch, "rec", "recovery_trajectory", threshold_m)
 
 
 @register_reward("cot_length")

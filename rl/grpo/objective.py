@@ -57,7 +57,7 @@ def _left_aligned(arrays: list[np.ndarray], width: int, dtype=torch.float32) -> 
     out = torch.zeros(len(arrays), width, dtype=dtype)
     for i, a in enumerate(arrays):
         n = min(len(a), width)
-        out[i, :n] = torch.as_tensor(np.asarray(a[:n]), dtype=dtype)
+        out[i, :n] = torch.tensor(np.asarray(a[:n]), dtype=dtype)  # a copy: arrays from the object store are read-only
     return out
 
 
@@ -116,7 +116,7 @@ def micro_batch_loss(
         loss = loss + part * share
         metrics.update({f"token_{k}": float(v) for k, v in stats.items()})
     if use_flow:
-        old = torch.stack([torch.as_tensor(c.logprobs, dtype=torch.float32) for c in chains]).to(device)
+        old = torch.from_numpy(np.stack([c.logprobs for c in chains]).astype(np.float32)).to(device)  # copies read-only arrays
         step_mask = flow.stochastic[None, :].float().expand_as(old).to(device) * weights[:, None]
         part, stats = flow_grpo_loss(
             flow.logprobs.float(), old, advantages, step_mask,

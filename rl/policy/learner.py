@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -90,7 +91,8 @@ def _chain_tensor(chains: Chains, noise_level: Optional[float], sigma0: float, d
     for c in chains:
         if abs(c.sigma0 - sigma0) > 1e-9:
             raise ValueError(f"a chain was sampled with sigma0={c.sigma0}, the expert's is {sigma0}")
-    return torch.stack([torch.from_numpy(c.states) for c in chains]).to(device, dtype), float(noise_level)
+    # np.stack copies: chains arrive through the object store as read-only arrays torch would warn about.
+    return torch.from_numpy(np.stack([c.states for c in chains])).to(device, dtype), float(noise_level)
 
 
 def _flow_logprobs(policy, batch, positions, cache, chains: Chains, noise_level, kv_grad: bool) -> FlowLogprobs:
