@@ -54,21 +54,21 @@ def _grpo_variant(cfg: TrainConfig, paths: PipelinePaths, out: Path, **changes) 
     """The final policy of GRPO from the demo's SFT policy with `changes`; the demo's own GRPO run is reused
     when the variant is that run."""
     from rl.checkpoint import CheckpointDir
-    from rl.config_io import load_config
     from rl.driver import GRPODriver
 
     variant = _with(cfg, **{"policy_init": str(paths.sft_expert / "policy"), "data.train": str(paths.split("train")),
                             "data.val": str(paths.split("val")), "policy.codebook.path": str(paths.codebook),
                             "logging.out_dir": str(out / "grpo"), "logging.picture_every": 0, **changes})
-    demo = CheckpointDir(paths.grpo / "ckpt").latest()
-    if demo is not None and _same_run(load_config(TrainConfig, demo / "config.yaml"), variant) \
-            and int(demo.name.split("_")[1]) == variant.grpo.steps:
-        logger.info("reusing the demo's GRPO run %s", demo)
-        return demo / "policy"
-    latest = CheckpointDir(out / "grpo" / "ckpt").latest()
-    if latest is None or int(latest.name.split("_")[1]) < variant.grpo.steps:
+    demo = CheckpointDir(paths.grpo / "ckpt")
+    if demo.latest_step() == variant.grpo.steps:
+        done = demo.latest()
+        if _same_run(load_config(TrainConfig, done / "config.yaml"), variant):
+            logger.info("reusing the demo's GRPO run %s", done)
+            return done / "policy"
+    own = CheckpointDir(out / "grpo" / "ckpt")
+    if own.latest_step() < variant.grpo.steps:
         GRPODriver(variant).run()
-    return CheckpointDir(out / "grpo" / "ckpt").latest() / "policy"
+    return own.latest() / "policy"
 
 
 def _row(name: str, results: dict, sft_score: Optional[float] = None) -> dict:

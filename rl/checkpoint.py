@@ -86,6 +86,14 @@ class CheckpointDir:
             raise CheckpointError(f"{marker} points at {path}, which does not exist")
         return path
 
+    def latest_step(self) -> int:
+        """The step of the latest complete checkpoint; 0 when there is none."""
+        path = self.latest()
+        match = _STEP_DIR.match(path.name) if path is not None else None
+        if path is not None and match is None:
+            raise CheckpointError(f"{self.root / LATEST} names {path.name!r}, not a step_N directory")
+        return int(match.group(1)) if match else 0
+
     @staticmethod
     def save_driver_state(path: Path, state: DriverState) -> None:
         write_json_atomic(path / "driver.json", asdict(state))
@@ -95,5 +103,11 @@ class CheckpointDir:
         file = path / "driver.json"
         if not file.is_file():
             raise CheckpointError(f"{file} is missing: {path} is not a complete GRPO checkpoint")
-        return DriverState(**json.loads(file.read_text()))
+        payload = json.loads(file.read_text())
+        expected = set(DriverState.__dataclass_fields__)
+        if not isinstance(payload, dict) or set(payload) != expected:
+            found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            raise CheckpointError(f"{file}: expected the fields {sorted(expected)}, found {found} "
+                                  "(written by another version of the driver?)")
+        return DriverState(**payload)
 

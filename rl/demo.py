@@ -106,8 +106,7 @@ def stage_grpo(cfg: TrainConfig, paths: PipelinePaths) -> Path:
     from rl.driver import GRPODriver
 
     ckpt = CheckpointDir(paths.grpo / "ckpt")
-    latest = ckpt.latest()
-    if latest is None or int(latest.name.split("_")[1]) < cfg.grpo.steps:
+    if ckpt.latest_step() < cfg.grpo.steps:
         GRPODriver(_with(cfg, **{
             "policy_init": str(paths.sft_expert / "policy"), "data.train": str(paths.split("train")),
             "data.val": str(paths.split("val")), "policy.codebook.path": str(paths.codebook),

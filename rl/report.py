@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from rl.checkpoint import CheckpointDir
-from rl.evaluate import NEGATIVE_PRONE_FAMILIES, V1_COLUMNS, V2_COLUMNS
+from rl.evaluate import V1_COLUMNS, V2_COLUMNS
 from rl.tracking import read_metrics
 
 

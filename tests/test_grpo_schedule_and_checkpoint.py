@@ -59,3 +59,16 @@ def test_checkpoint_latest_marker_is_written_last_and_old_steps_pruned(tmp_path)
     with pytest.raises(CheckpointError, match="driver.json"):
         CheckpointDir.load_driver_state(tmp_path / "step_4")
 
+
+
+def test_latest_step_reads_the_marker_and_a_foreign_driver_state_names_its_fields(tmp_path):
+    ckpt = CheckpointDir(tmp_path)
+    assert ckpt.latest_step() == 0
+    path = ckpt.begin(7)
+    CheckpointDir.save_driver_state(path, DriverState(7, 7, {"cursor": {}}, seed=3))
+    ckpt.commit(7)
+    assert ckpt.latest_step() == 7
+    assert CheckpointDir.load_driver_state(path).seed == 3
+    (path / "driver.json").write_text('{"step": 7, "policy_version": 7, "schedule": {}, "rng": {}}')
+    with pytest.raises(CheckpointError, match=r"driver.json: expected the fields .*'seed'.*found .*'rng'"):
+        CheckpointDir.load_driver_state(path)
