@@ -1,8 +1,8 @@
 """Does a reasoning trace's stated decision agree with what the trajectory does?
 
-The decision is read from the trace's last sentence with the world's decision vocabulary
-(`sim.scenarios.reasoning`: e.g. "so I will slow down and keep my lane"), and the trajectory is classified with
-the same rules that label the ground truth (stop / decelerate / accelerate / keep speed; turn / lane change /
+The decision is read from the trace's last sentence with the decision vocabulary of `sim.decisions` (e.g.
+"so I will slow down and keep my lane"), and the trajectory is classified with the same rules that label the
+synthetic world's ground truth (stop / decelerate / accelerate / keep speed; turn / lane change /
 nudge / keep lane relative to the route centre line). A trace that states no decision cannot disagree.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Optional
 import numpy as np
 import shapely
 
+from sim.decisions import COMPATIBLE, classify_lateral, classify_longitudinal, parse_decisions
 from sim.geometry import points_to_relative, polyline_headings, wrap_angle
-from sim.scenarios.reasoning import COMPATIBLE, classify_lateral, classify_longitudinal, parse_decisions
 from sim.scene import Scene
 
 

@@ -68,6 +68,7 @@ DRIVING_COMMANDS = ("left", "straight", "right", "unknown")  # NAVSIM's one-hot 
 AGENT_TYPES = ("vehicle", "pedestrian", "bicycle")  # nuPlan AGENT_TYPES: they move and carry velocity
 STATIC_OBJECT_TYPES = ("traffic_cone", "barrier", "czone_sign", "generic_object")
 SAMPLE_TYPES = ("pos", "neg", "rec")
+VERSIONS = ("v1", "v2")  # NAVSIM v1.1 (PDMS) and v2.2 (EPDMS)
 TRAFFIC_LIGHT_STATES = ("green", "yellow", "red", "unknown")
 
 # Map polygon layers. DAC counts only DRIVABLE_LAYERS; lane polygons never count as drivable.
@@ -80,3 +81,42 @@ CAMERA_NAMES = ("CAM_F0", "CAM_L0", "CAM_R0")
 
 # PDM-Closed falls back to this target speed when the map has no speed limit.
 DEFAULT_SPEED_LIMIT_MPS = 15.0
+
+
+# --- plans --------------------------------------------------------------------------------------------
+def check_plan(poses, interval_s: float = LOG_INTERVAL_S, where: str = "plan") -> np.ndarray:
+    """A plan as NAVSIM scores it, checked: float64 poses of shape (N, 3) or a group (G, N, 3).
+
+    A plan is rear-axle poses (x, y, heading) at t = interval_s, 2 * interval_s, ..., 4 s: NAVSIM's
+    `Trajectory` is 8 poses at 0.5 s; another sampling must cover the same 4 s (e.g. 40 poses at 0.1 s), so
+    N = 4 s / interval_s exactly. Raises ValueError, starting with `where`, naming what was expected and what
+    was found: a shape that is not (N, 3) / (G, N, 3), an interval that is not positive or does not divide
+    4 s, the wrong pose count, or a non-finite value (the first one: `where[g] pose n`, or `where pose n`).
+    """
+    horizon_s = NAVSIM_PLAN_POSES * LOG_INTERVAL_S
+    if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(interval_s) or interval_s <= 0:
+        raise ValueError(f"{where}: the pose interval must be a positive number of seconds "
+                         f"(NAVSIM: {LOG_INTERVAL_S:g} s), got {interval_s!r}")
+    steps = horizon_s / float(interval_s)
+    expected = int(round(steps))
+    if expected < 1 or abs(steps - expected) > 1e-6:
+        raise ValueError(f"{where}: a pose interval of {interval_s:g} s does not divide the {horizon_s:g} s plan "
+                         f"horizon (NAVSIM: {NAVSIM_PLAN_POSES} poses at {LOG_INTERVAL_S:g} s)")
+    try:
+        array = np.asarray(poses, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: expected numbers of shape ({expected}, 3) [x, y, heading], got {err}") from err
+    if array.ndim not in (2, 3) or array.shape[-1] != 3:
+        raise ValueError(f"{where}: expected poses of shape ({expected}, 3) [x, y, heading] or (G, {expected}, 3),"
+                         f" got shape {array.shape}")
+    if array.shape[-2] != expected:
+        raise ValueError(f"{where}: expected {expected} poses at {interval_s:g} s (t = {interval_s:g} ... "
+                         f"{horizon_s:g} s), got {array.shape[-2]}")
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        index = bad[0]
+        row = array[tuple(index[:-1])].tolist()
+        label = f"{where}[{index[0]}] pose {index[1]}" if array.ndim == 3 else f"{where} pose {index[0]}"
+        raise ValueError(f"{label} is not finite: {row}")
+    return array

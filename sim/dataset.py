@@ -1,14 +1,20 @@
 """Scene datasets on disk: Parquet shards with a versioned schema, a manifest, and a streaming reader.
 
-A dataset is a directory holding `manifest.json` and shards `shard-00000.parquet`, ... One row per scene:
+A dataset is a directory holding shards `shard-00000.parquet`, ... and a manifest `_manifest.json` (the
+leading underscore makes Parquet readers skip it, so `pyarrow.parquet.read_table(DIR)` and
+`pandas.read_parquet(DIR)` read the directory as one table). Datasets written before the rename keep
+`manifest.json` and still read here. A directory without a manifest is not a dataset. One row per scene:
 identifying columns, the whole scene as JSON (`sim.scene_json`), training columns ready to batch, and the
 camera images as PNG bytes with their calibration. The schema version is stored in every shard's metadata
 under `SCHEMA_VERSION_KEY`; a reader refuses shards of another version.
 
 Training columns (float32, ego frame at t = 0 unless stated): `ego_history` (4, 3) rear-axle poses at
 t = -1.5 ... 0 s; `velocity` (2,) and `acceleration` (2,) of the rear axle in the ego frame; `command_one_hot`
-(4,); `future`, `negative_trajectory`, `recovery_trajectory` (10, 3) rear-axle poses at t = 0.5 ... 5 s
-(nullable). Images: `images` holds camera-major PNGs, image `c * 4 + f` is camera `camera_names[c]` at
+(4,); `future` (the ground truth; for `rec` rows the correction), `negative_trajectory`,
+`recovery_trajectory` (10, 3) rear-axle poses at t = 0.5 ... 5 s, 0.5 s apart, whose first 8 are the NAVSIM
+plan (the last two nullable). Every trajectory is checked when written and when read (`check_trajectory`):
+a wrong pose count or a non-finite value is a `DatasetError` naming the file, the row and scene token, and
+the count. Images: `images` holds camera-major PNGs, image `c * 4 + f` is camera `camera_names[c]` at
 history frame f; calibration `camera_intrinsics` (3x3 row-major), `camera_sensor2ego_rotation` (3x3),
 `camera_sensor2ego_translation` (3,) per camera.
 """
@@ -34,8 +40,12 @@ from sim.scene_json import load_scene_json, scene_to_json
 
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"spanvla.schema_version"
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = "_manifest.json"  # '_' first: Parquet dataset discovery skips it
+LEGACY_MANIFEST_NAME = "manifest.json"  # datasets written before the rename
 SHARD_PATTERN = "shard-{:05d}.parquet"
+TRAJECTORY_COLUMNS = ("future", "negative_trajectory", "recovery_trajectory")
+MAKE_DATASET_HINT = ("write one with `python -m sim.generate --out DIR ...` (or `python -m sim.navsim_logs --out DIR ...`), "
+                     "or finish an interrupted one with `python -m sim.generate --resume` and its options")
 
 
 class DatasetError(ValueError):
@@ -98,14 +108,35 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def check_trajectory(poses: Any, where: str) -> np.ndarray:
+    """A dataset trajectory as a float array (10, 3): rear-axle poses (x, y, heading) in the ego frame at
+    t = 0.5 ... 5.0 s, 0.5 s apart (`C.future_times()`); the first `C.NAVSIM_PLAN_POSES` are the plan NAVSIM
+    scores. Raises `DatasetError` starting with `where` and giving the expected and found pose counts, or the
+    poses holding a non-finite value."""
+    try:
+        array = np.asarray(poses, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged rows
+        raise DatasetError(f"{where}: poses of unequal length; a dataset trajectory is {C.NUM_FUTURE_FRAMES} poses "
+                           "[x, y, heading]") from None
+    count = len(array) if array.ndim >= 1 else 0
+    if count != C.NUM_FUTURE_FRAMES or array.ndim != 2 or array.shape[1] != 3:
+        raise DatasetError(f"{where}: {count} poses of shape {array.shape[1:]}, expected {C.NUM_FUTURE_FRAMES} poses "
+                           f"[x, y, heading] {C.LOG_INTERVAL_S} s apart (t = {C.LOG_INTERVAL_S} ... "
+                           f"{C.future_times()[-1]:g} s; the plan is the first {C.NAVSIM_PLAN_POSES})")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad):
+        raise DatasetError(f"{where}: non-finite values at pose(s) {bad.tolist()} of {count}")
+    return array
+
+
 def _trajectory(scene: Scene, name: str) -> Optional[list]:
     value = getattr(scene, name)
     if value is None:
+        if name == "future":
+            raise DatasetError(f"scene {scene.token!r}: future: missing; a dataset row needs the ground truth "
+                               f"({C.NUM_FUTURE_FRAMES} poses)")
         return None
-    value = np.asarray(value, dtype=np.float32)
-    if value.shape != (C.NUM_FUTURE_FRAMES, 3):
-        raise DatasetError(f"scene {scene.token!r}: {name} has shape {value.shape}, the dataset stores ({C.NUM_FUTURE_FRAMES}, 3)")
-    return value.tolist()
+    return check_trajectory(value, f"scene {scene.token!r}: {name}").astype(np.float32).tolist()
 
 
 def scene_to_row(scene: Scene, split: str) -> dict[str, Any]:
@@ -170,13 +201,44 @@ def write_shard(path: str | Path, rows: Sequence[Mapping[str, Any]], metadata: O
 
 
 def write_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """Write `manifest.json` (atomically) with the schema version added."""
+    """Write `_manifest.json` (atomically) with the schema version added; a `manifest.json` of the older
+    layout in the same directory is removed once the new one is in place (it would stop Parquet readers)."""
     path = Path(directory) / MANIFEST_NAME
     body = {"schema_version": SCHEMA_VERSION, **manifest}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+    legacy = path.with_name(LEGACY_MANIFEST_NAME)
+    if legacy.exists():
+        legacy.unlink()
     return path
+
+
+def find_manifest(directory: str | Path) -> Optional[Path]:
+    """The manifest of a dataset directory (`_manifest.json`, else the older `manifest.json`), or None."""
+    for name in (MANIFEST_NAME, LEGACY_MANIFEST_NAME):
+        path = Path(directory) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of a dataset directory; `DatasetError` naming the directory when there is none, or
+    naming the file when it is not valid JSON or of another schema version."""
+    path = find_manifest(directory)
+    if path is None:
+        raise DatasetError(f"{directory}: not a dataset (no {MANIFEST_NAME}); {MAKE_DATASET_HINT}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise DatasetError(f"{path}: schema_version {version!r}, this reader reads version {SCHEMA_VERSION}")
+    return manifest
 
 
 # --- reading -----------------------------------------------------------------------------------------------
@@ -212,34 +274,42 @@ class SceneDataset:
     `batches` streams record batches with column selection and row filters; `scenes` rebuilds `Scene`
     objects (images decoded) from rows. Row filters (`where`) map a column to a value or a list of values,
     e.g. {"sample_type": "neg", "family": ["cut_in", "red_light"]}, or are a pyarrow compute expression.
+    A directory must hold a complete manifest listing its shards and no other Parquet file (a Parquet reader
+    of the directory would take that file for part of the dataset); otherwise `DatasetError` names the
+    directory and what to do.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if self.path.is_dir():
-            manifest_path = self.path / MANIFEST_NAME
-            self.manifest: Optional[dict] = None
-            if manifest_path.exists():
-                try:
-                    self.manifest = json.loads(manifest_path.read_text())
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{manifest_path}: not valid JSON ({e})") from e
-                version = self.manifest.get("schema_version")
-                if version != SCHEMA_VERSION:
-                    raise DatasetError(f"{manifest_path}: schema_version {version!r}, this reader reads version {SCHEMA_VERSION}")
+            self.manifest: Optional[dict] = read_manifest(self.path)
+            manifest_path = find_manifest(self.path)
+            if self.manifest.get("complete") is False:
+                raise DatasetError(f"{manifest_path}: an incomplete dataset (its generation stopped before the end); "
+                                   "finish it with `python -m sim.generate --resume` and the same options, or write it "
+                                   "again with --overwrite")
+            try:
                 self.files = [self.path / s["file"] for s in self.manifest.get("shards", [])]
-            else:
-                self.files = sorted(self.path.glob("shard-*.parquet"))
+            except (TypeError, KeyError) as e:
+                raise DatasetError(f"{manifest_path}: 'shards' must be a list of {{\"file\": ..., \"rows\": ...}} "
+                                   f"({type(e).__name__}: {e})") from e
             if not self.files:
-                raise DatasetError(f"{self.path}: no shards (shard-*.parquet) and no manifest listing any")
+                raise DatasetError(f"{manifest_path}: lists no shards")
+            for f in self.files:
+                if not f.exists():
+                    raise DatasetError(f"{f}: shard listed in {manifest_path} is missing")
+            listed = {f.resolve() for f in self.files}
+            stray = sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*.parquet")
+                           if p.resolve() not in listed and not _hidden(p.relative_to(self.path)))
+            if stray:
+                raise DatasetError(f"{self.path}: {', '.join(stray)} not listed in {manifest_path.name}: a Parquet reader "
+                                   "of the directory would read it as part of the dataset; remove it (a shard of "
+                                   "another run) or write the dataset again with `python -m sim.generate --overwrite`")
         elif self.path.exists():
             self.manifest = None
             self.files = [self.path]
         else:
-            raise DatasetError(f"{self.path}: no such dataset directory or shard file")
-        for f in self.files:
-            if not f.exists():
-                raise DatasetError(f"{f}: shard listed in {self.path / MANIFEST_NAME} is missing")
+            raise DatasetError(f"{self.path}: no such dataset directory or shard file; {MAKE_DATASET_HINT}")
 
     def __len__(self) -> int:
         return sum(open_shard(f).metadata.num_rows for f in self.files)
@@ -252,31 +322,56 @@ class SceneDataset:
             index = schema.get_field_index(name)
             if index < 0:
                 raise DatasetError(f"{path}: missing column {name!r}")
-            if not schema.field(index).type.equals(SCHEMA.field(name).type):
-                raise DatasetError(f"{path}: column {name!r} has type {schema.field(index).type}, expected {SCHEMA.field(name).type}")
+            found = schema.field(index).type
+            if name in TRAJECTORY_COLUMNS and _is_pose_list(found):
+                continue  # any list of poses: its rows are counted and cast when read
+            if not found.equals(SCHEMA.field(name).type):
+                raise DatasetError(f"{path}: column {name!r} has type {found}, expected {SCHEMA.field(name).type}")
 
     def batches(
         self, columns: Optional[Sequence[str]] = None, where: Where = None, batch_size: int = 256
     ) -> Iterator[pa.RecordBatch]:
         """Stream record batches of the selected `columns` (all by default) and the rows matching `where`,
-        shard by shard in file order."""
+        shard by shard in file order. Trajectory columns are checked (`check_trajectory`)."""
         for path in self.files:
             yield from self._shard_batches(path, columns, where, batch_size)
 
     def _shard_batches(self, path: Path, columns: Optional[Sequence[str]], where: Where, batch_size: int) -> Iterator[pa.RecordBatch]:
         columns = list(columns) if columns is not None else list(SCHEMA.names)
+        for _first, batch in self._scan(path, columns, where, batch_size):
+            yield batch.select(columns)
+
+    def _scan(self, path: Path, columns: list[str], where: Where, batch_size: int,
+              with_token: bool = False) -> Iterator[tuple[Optional[int], pa.RecordBatch]]:
+        """(shard row of the batch's first row, or None under a filter; the batch), trajectories checked.
+        The batch holds `token` too when trajectories are read or `with_token` asks for it."""
         expression, filter_columns = _filter_expression(where)
         shard = open_shard(path)
         self._check_columns(path, shard, columns + [c for c in filter_columns if c not in columns])
+        trajectories = [c for c in columns if c in TRAJECTORY_COLUMNS]
+        scan_columns = columns + (["token"] if (trajectories or with_token) and "token" not in columns else [])
+        first = 0
         try:
             scanner = ds.dataset(path, format="parquet").scanner(
-                columns=columns, filter=expression, batch_size=batch_size, use_threads=False
+                columns=scan_columns, filter=expression, batch_size=batch_size, use_threads=False
             )
-            for batch in scanner.to_batches():
-                if batch.num_rows:
-                    yield batch
-        except Exception as e:  # a damaged page or a filter naming a column the shard lacks
+            stream = iter(scanner.to_batches())
+        except Exception as e:  # a filter naming a column the shard lacks
             raise DatasetError(f"{path}: cannot read the shard's data ({type(e).__name__}: {e})") from e
+        while True:
+            try:
+                batch = next(stream)
+            except StopIteration:
+                return
+            except Exception as e:  # a damaged page
+                raise DatasetError(f"{path}: cannot read the shard's data ({type(e).__name__}: {e})") from e
+            if not batch.num_rows:
+                continue
+            row = first if expression is None else None
+            if trajectories:
+                batch = _checked_trajectories(batch, trajectories, lambda i: _row_label(path, row, i))
+            yield row, batch
+            first += batch.num_rows
 
     def read(self, columns: Optional[Sequence[str]] = None, where: Where = None) -> pa.Table:
         """All matching rows of the selected columns as one table."""
@@ -287,18 +382,62 @@ class SceneDataset:
         return pa.Table.from_batches(batches)
 
     def scenes(self, where: Where = None, images: bool = True, batch_size: int = 64) -> Iterator[Scene]:
-        """Rebuild the matching scenes; with `images`, the camera images are decoded into `Camera.images`."""
+        """Rebuild the matching scenes; with `images`, the camera images are decoded into `Camera.images`.
+        A scene whose trajectories break `check_trajectory` raises `DatasetError` naming file, row and token."""
         columns = ["scene_json"] + (["camera_names", "images"] if images else [])
         for path in self.files:
-            for batch in self._shard_batches(path, columns, where, batch_size):
-                for row in batch.to_pylist():
-                    try:
-                        yield row_to_scene(row)
-                    except DatasetError as e:
-                        raise DatasetError(f"{path}: {e}") from e
-                    except (ValueError, OSError) as e:  # malformed JSON or PNG bytes
-                        raise DatasetError(f"{path}: a row's scene_json or images cannot be decoded "
-                                           f"({type(e).__name__}: {e})") from e
+            for first, batch in self._scan(path, columns, where, batch_size, with_token=True):
+                for i, row in enumerate(batch.to_pylist()):
+                    yield row_to_scene_at(row, _row_label(path, first, i))
+
+
+def _hidden(relative: Path) -> bool:
+    """Whether Parquet dataset discovery skips this path ('.' or '_' starts one of its parts)."""
+    return any(part.startswith((".", "_")) for part in relative.parts)
+
+
+def _row_label(path: Path, first: Optional[int], i: int) -> str:
+    return f"{path}: row {first + i}" if first is not None else str(path)
+
+
+def _is_pose_list(data_type: pa.DataType) -> bool:
+    """A list (any kind) of lists of numbers: what another writer may have made of a (N, 3) pose column."""
+    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    if not any(is_list(data_type) for is_list in lists):
+        return False
+    inner = data_type.value_type
+    return any(is_list(inner) for is_list in lists) and (
+        pa.types.is_floating(inner.value_type) or pa.types.is_integer(inner.value_type))
+
+
+def _checked_trajectories(batch: pa.RecordBatch, names: Sequence[str], label) -> pa.RecordBatch:
+    """`batch` with its trajectory columns `names` checked (`check_trajectory`; `future` must be present) and
+    cast to the schema's type. `label(i)` names row i (file and row); the batch holds `token`."""
+    tokens = batch.column("token")
+    where = lambda i, name: f"{label(i)}: scene {tokens[i].as_py()!r}: {name}"  # noqa: E731
+    arrays = dict(zip(batch.schema.names, batch.columns))
+    schema = batch.schema
+    for name in names:
+        column = arrays[name]
+        target = SCHEMA.field(name).type
+        if not column.type.equals(target):  # another writer's list column: count every row, then cast
+            for i, value in enumerate(column.to_pylist()):
+                if value is not None:
+                    check_trajectory(value, where(i, name))
+            column = column.cast(target)
+            index = schema.get_field_index(name)
+            schema = schema.set(index, schema.field(index).with_type(target))
+        missing = np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        if name == "future" and missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise DatasetError(f"{where(i, name)}: missing (0 poses); a dataset row needs the ground truth "
+                               f"({C.NUM_FUTURE_FRAMES} poses)")
+        values = fixed_list_to_numpy(column, (C.NUM_FUTURE_FRAMES, 3))
+        bad = np.flatnonzero(~missing & ~np.isfinite(values).all(axis=(1, 2)))
+        if len(bad):
+            check_trajectory(values[bad[0]], where(int(bad[0]), name))
+        arrays[name] = column
+    return pa.RecordBatch.from_arrays(list(arrays.values()), schema=schema)
 
 
 def _filter_expression(where: Where) -> tuple[Optional[pc.Expression], list[str]]:
@@ -316,8 +455,22 @@ def _filter_expression(where: Where) -> tuple[Optional[pc.Expression], list[str]
 
 def row_to_scene(row: Mapping[str, Any]) -> Scene:
     """A `Scene` from a dataset row holding at least `scene_json`; with `images` and `camera_names`, the
-    decoded images are attached to the scene's cameras by name."""
+    decoded images are attached to the scene's cameras by name. Its trajectories are checked: `future` and,
+    where present, `negative_trajectory` / `recovery_trajectory` by `check_trajectory`, the human plan by
+    `sim.conventions.check_plan`; `DatasetError` names the scene."""
     scene, _plan, _notes = load_scene_json(json.loads(row["scene_json"]), name="column scene_json")
+    where = f"scene {scene.token!r}"
+    if scene.future is None:
+        raise DatasetError(f"{where}: future: missing (0 poses); a dataset row needs the ground truth "
+                           f"({C.NUM_FUTURE_FRAMES} poses)")
+    for name in TRAJECTORY_COLUMNS:
+        if getattr(scene, name) is not None:
+            check_trajectory(getattr(scene, name), f"{where}: {name}")
+    if scene.human_trajectory is not None:
+        try:
+            C.check_plan(scene.human_trajectory, interval_s=C.LOG_INTERVAL_S, where=f"{where}: human_trajectory")
+        except ValueError as e:
+            raise DatasetError(str(e)) from e
     pngs = row.get("images")
     if not pngs:
         return scene
@@ -330,6 +483,18 @@ def row_to_scene(row: Mapping[str, Any]) -> Scene:
             raise DatasetError(f"scene {scene.token!r}: images of camera {name!r} but the scene JSON has no such camera")
         by_name[name].images = frames
     return scene
+
+
+def row_to_scene_at(row: Mapping[str, Any], label: str) -> Scene:
+    """`row_to_scene`, with any failure raised as `DatasetError` starting with `label` (file and row)."""
+    try:
+        return row_to_scene(row)
+    except DatasetError as e:
+        raise DatasetError(f"{label}: {e}") from e
+    except (ValueError, OSError) as e:  # malformed JSON or PNG bytes
+        token = row.get("token")
+        raise DatasetError(f"{label}{'' if token is None else f': scene {token!r}'}: a row's scene_json or images "
+                           f"cannot be decoded ({type(e).__name__}: {e})") from e
 
 
 def fixed_list_to_numpy(column: pa.Array | pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:

@@ -6,10 +6,14 @@ every family gets the same count within one), and within a family the sample typ
 sequence that meets the negative and recovery shares to within about one scene for any count. Scenes are made by
 `sim.scenarios.make_scene`, rendered by `sim.cameras`, and written in shards of fixed index ranges; worker
 processes make chunks of scenes and the main process writes the shards in order, so the files are the same
-byte for byte for any number of workers. Each shard is written atomically; `--resume` keeps the shards a
-previous run of the same options completed.
+byte for byte for any number of workers. Each shard is written atomically. The manifest is written first, marked
+incomplete, and completed last, so an interrupted run is not read as a dataset. `--resume` keeps the shards
+a previous run completed, and refuses, before writing anything, options that differ from the dataset's own
+(naming each option with the dataset's value and the given one); a smaller split is such an option, so no
+shard of a larger run is left behind. Arguments are checked before anything is generated.
 
-Splits mode: `--splits train=2000,val=200,test=200` writes DIR/train, DIR/val, DIR/test, each a dataset.
+Splits mode: `--splits train=2000,val=200,test=200` writes DIR/train, DIR/val, DIR/test, each a dataset,
+and DIR/splits.json.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -26,11 +31,19 @@ from typing import Any, Iterator, Optional, Sequence
 from sim import conventions as C
 from sim.cameras import CameraConfig, render_cameras
 from sim.dataset import (
-    MANIFEST_NAME, SCHEMA_VERSION, SHARD_PATTERN, DatasetError, open_shard, scene_to_row, shard_metadata, write_manifest, write_shard,
+    LEGACY_MANIFEST_NAME, MANIFEST_NAME, SCHEMA_VERSION, SHARD_PATTERN, DatasetError, open_shard, scene_to_row,
+    shard_metadata, write_manifest, write_shard,
 )
+from sim.generate_resume import ResumeError, check_resume, check_splits_resume
+from sim.scenarios.human import HumanLogs
 
 SPLIT_SLOTS = {"train": 0, "val": 1, "test": 2}
+HASHED_SLOTS = 997  # other split names take slot 3 + crc32(name) % 997
 SEEDS_PER_SPLIT = 10_000_000
+# Scene seeds are stored as int64 and seed numpy's SeedSequence (any int >= 0): the largest base seed keeps
+# every scene seed of every split slot within int64.
+MAX_SEED = 2**63 - (3 + HASHED_SLOTS) * SEEDS_PER_SPLIT  # the last seed of the last slot is 2**63 - 1
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 FAMILY_PHASE = math.sqrt(2.0) - 1.0
 CHUNK_SCENES = 16  # scenes per unit of work sent to a worker process
@@ -46,6 +59,7 @@ class GeneratorOptions:
     rec_share: float = 0.1
     camera: Optional[CameraConfig] = field(default_factory=CameraConfig)  # None: no images
     shard_size: int = 256
+    human_logs: Optional[HumanLogs] = None  # the logged human driver (sim.scenarios.human); None: off
 
     def __post_init__(self):
         if not self.families:
@@ -61,6 +75,10 @@ class GeneratorOptions:
         out["families"] = list(self.families)
         if self.camera is not None:
             out["camera"]["names"] = list(self.camera.names)
+        # recorded only when on: datasets made without human logs keep their manifests and shards byte for byte
+        out.pop("human_logs")
+        if self.human_logs is not None:
+            out["human_logs"] = self.human_logs.to_json()
         return out
 
 
@@ -78,8 +96,18 @@ def split_base_seed(seed: int, split: str) -> int:
     """First scene seed of `split`: train, val and test take slots 0, 1, 2; other names a slot from a hash."""
     slot = SPLIT_SLOTS.get(split)
     if slot is None:
-        slot = 3 + zlib.crc32(split.encode()) % 997
+        slot = 3 + zlib.crc32(split.encode()) % HASHED_SLOTS
     return seed + slot * SEEDS_PER_SPLIT
+
+
+def check_request(num_scenes: int, seed: int, split: str) -> None:
+    """Refuse a request that cannot make a dataset, before anything is generated: ValueError naming the option."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed: {seed!r} is not an integer in [0, {MAX_SEED}] (scene seeds are stored as int64)")
+    if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or not 1 <= num_scenes <= SEEDS_PER_SPLIT:
+        raise ValueError(f"split {split!r}: {num_scenes!r} scenes; a split needs 1 to {SEEDS_PER_SPLIT} scenes")
+    if not isinstance(split, str) or not SPLIT_NAME.fullmatch(split):
+        raise ValueError(f"--split: {split!r} is not a split name (letters, digits, '_', '-', '.'; e.g. train)")
 
 
 def sample_type_of(k: int, family_index: int, neg_share: float, rec_share: float) -> str:
@@ -107,20 +135,22 @@ def scene_specs(num_scenes: int, seed: int, split: str, options: GeneratorOption
     ]
 
 
-def make_rows(specs: Sequence[SceneSpec], split: str, camera: Optional[CameraConfig]) -> tuple[list[dict[str, Any]], list[dict]]:
+def make_rows(specs: Sequence[SceneSpec], split: str, camera: Optional[CameraConfig],
+              human_logs: Optional[HumanLogs] = None) -> tuple[list[dict[str, Any]], list[dict]]:
     """Dataset rows of `specs` (make each scene, render its cameras, encode it: a pure function of its input)
     and the substitutions made: a scene whose negative or recovery variant cannot be made for its seed is
     written as the positive scene of that seed, and noted."""
     from sim.scenarios import GenerationError, make_scene
 
     rows, substitutions = [], []
+    human = {} if human_logs is None else {"human": human_logs}
     for spec in specs:
         try:
-            scene = make_scene(spec.family, spec.seed, spec.sample_type)
+            scene = make_scene(spec.family, spec.seed, spec.sample_type, **human)
         except GenerationError as e:
             if spec.sample_type == "pos":
                 raise
-            scene = make_scene(spec.family, spec.seed, "pos")
+            scene = make_scene(spec.family, spec.seed, "pos", **human)
             substitutions.append({"index": spec.index, "family": spec.family, "seed": spec.seed,
                                   "requested": spec.sample_type, "written": "pos", "reason": str(e)})
         if camera is not None:
@@ -158,6 +188,28 @@ def _completed(path: Path, identity: dict) -> bool:
     return {k: stored.get(k) for k in identity} == identity and shard.metadata.num_rows == identity["rows"]
 
 
+def _existing_files(out: Path) -> list[Path]:
+    """The dataset files in `out` (shards and manifest) that a new run would replace."""
+    if not out.is_dir():
+        return []
+    manifests = [out / name for name in (MANIFEST_NAME, LEGACY_MANIFEST_NAME) if (out / name).is_file()]
+    return sorted(out.glob("shard-*.parquet")) + manifests
+
+
+def _preflight(out: Path, num_scenes: int, seed: int, options: GeneratorOptions, split: str,
+               resume: bool, overwrite: bool) -> None:
+    """Every refusal of `generate_dataset`, before it writes anything."""
+    check_request(num_scenes, seed, split)
+    if resume and overwrite:
+        raise ValueError("--resume keeps a dataset and --overwrite replaces it: pass one of them")
+    existing = _existing_files(out)
+    if existing and not (resume or overwrite):
+        raise FileExistsError(f"{out} already holds a dataset ({existing[0].name}, ...): pass --overwrite to replace it "
+                              "or --resume to complete it")
+    if resume:
+        check_resume(out, num_scenes, seed, options, split)
+
+
 def generate_dataset(
     out: str | Path,
     num_scenes: int,
@@ -169,27 +221,41 @@ def generate_dataset(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write a dataset of `num_scenes` scenes of `split` to directory `out`; returns its manifest."""
+    """Write a dataset of `num_scenes` scenes of `split` to directory `out`; returns its manifest.
+
+    Refuses before writing anything: bad arguments (ValueError), an existing dataset without `resume` or
+    `overwrite` (FileExistsError), a `resume` with other options than the dataset's (`ResumeError`)."""
     out = Path(out)
-    existing = sorted(out.glob("shard-*.parquet")) + ([out / MANIFEST_NAME] if (out / MANIFEST_NAME).exists() else [])
-    if existing and not (resume or overwrite):
-        raise FileExistsError(f"{out} already holds a dataset ({existing[0].name}, ...): pass --overwrite to replace it "
-                              "or --resume to complete it")
-    if overwrite and not resume:
-        for path in existing:
+    _preflight(out, num_scenes, seed, options, split, resume, overwrite)
+    if overwrite:
+        for path in _existing_files(out):
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
     specs = scene_specs(num_scenes, seed, split, options)
     shards = [specs[i:i + options.shard_size] for i in range(0, num_scenes, options.shard_size)]
     paths = [out / SHARD_PATTERN.format(s) for s in range(len(shards))]
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "split": split,
+        "num_scenes": num_scenes,
+        "seed": seed,
+        "scene_seeds": {"first": split_base_seed(seed, split), "last": split_base_seed(seed, split) + num_scenes - 1},
+        "image_size": [options.camera.height, options.camera.width] if options.camera else None,
+        "cameras": list(options.camera.names) if options.camera else [],
+        "generator": options.to_json(),
+        "shards": [{"file": path.name, "rows": len(shard_specs)} for path, shard_specs in zip(paths, shards)],
+    }
+    # Written first, marked incomplete: the options of an interrupted run stay on record for --resume, and
+    # readers refuse the directory until the last shard is in.
+    write_manifest(out, {**manifest, "complete": False})
     todo = []  # (path, specs, identity) of the shards still to write
     for s, (path, shard_specs) in enumerate(zip(paths, shards)):
         identity = _shard_identity(split, options, s, shard_specs, seed)
         if not (resume and _completed(path, identity)):
             todo.append((path, shard_specs, identity))
 
-    chunks = [(shard_specs[c:c + CHUNK_SCENES], split, options.camera)
+    chunks = [(shard_specs[c:c + CHUNK_SCENES], split, options.camera, options.human_logs)
               for _, shard_specs, _ in todo for c in range(0, len(shard_specs), CHUNK_SCENES)]
     bar = _progress_bar(sum(len(chunk[0]) for chunk in chunks), f"{split} scenes", progress)
     results = _run(chunks, workers)
@@ -213,20 +279,12 @@ def generate_dataset(
         table = shard.read(columns=["family", "sample_type"])
         for family, sample_type in zip(table["family"].to_pylist(), table["sample_type"].to_pylist()):
             counts[family][sample_type] += 1
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "split": split,
-        "num_scenes": num_scenes,
-        "seed": seed,
-        "scene_seeds": {"first": split_base_seed(seed, split), "last": split_base_seed(seed, split) + num_scenes - 1},
+    manifest.update({
         "counts": counts,
         "counts_by_sample_type": {t: sum(c[t] for c in counts.values()) for t in C.SAMPLE_TYPES},
-        "image_size": [options.camera.height, options.camera.width] if options.camera else None,
-        "cameras": list(options.camera.names) if options.camera else [],
-        "generator": options.to_json(),
         "substitutions": substitutions,
-        "shards": [{"file": path.name, "rows": len(shard_specs)} for path, shard_specs in zip(paths, shards)],
-    }
+        "complete": True,
+    })
     write_manifest(out, manifest)
     return manifest
 
@@ -259,8 +317,17 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 
 def generate_splits(out: str | Path, splits: dict[str, int], seed: int, options: GeneratorOptions, **kwargs) -> dict[str, Any]:
-    """Write one dataset per split under `out/<split>`; returns {split: manifest} (also in out/splits.json)."""
+    """Write one dataset per split under `out/<split>`; returns {split: manifest} (also in out/splits.json).
+    Every split is checked (`generate_dataset`'s refusals; with `resume`, the splits of out/splits.json)
+    before any is written."""
     out = Path(out)
+    if not splits:
+        raise ValueError("--splits: no split given")
+    resume, overwrite = kwargs.get("resume", False), kwargs.get("overwrite", False)
+    if resume:
+        check_splits_resume(out, splits)
+    for name, n in splits.items():
+        _preflight(out / name, n, seed, options, name, resume, overwrite)
     manifests = {name: generate_dataset(out / name, n, seed, options, split=name, **kwargs) for name, n in splits.items()}
     summary = {name: {"path": name, "num_scenes": m["num_scenes"], "scene_seeds": m["scene_seeds"]} for name, m in manifests.items()}
     (out / "splits.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -268,49 +335,107 @@ def generate_splits(out: str | Path, splits: dict[str, int], seed: int, options:
 
 
 def parse_splits(text: str) -> dict[str, int]:
-    """'train=2000,val=200' -> {'train': 2000, 'val': 200}."""
-    splits = {}
+    """'train=2000,val=200' -> {'train': 2000, 'val': 200}; every split named once, with 1 to
+    `SEEDS_PER_SPLIT` scenes."""
+    splits: dict[str, int] = {}
     for part in text.split(","):
         name, sep, count = part.partition("=")
-        if not sep or not name.strip() or not count.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"--splits: {part!r} is not NAME=COUNT (e.g. train=2000,val=200)")
-        splits[name.strip()] = int(count)
+        name, count = name.strip(), count.strip()
+        if not sep or not SPLIT_NAME.fullmatch(name) or not count.isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r} is not NAME=COUNT (e.g. train=2000,val=200)")
+        if name in splits:
+            raise argparse.ArgumentTypeError(f"split {name!r} is given twice")
+        if not 1 <= int(count) <= SEEDS_PER_SPLIT:
+            raise argparse.ArgumentTypeError(f"split {name!r} has {int(count)} scenes; a split needs 1 to {SEEDS_PER_SPLIT}")
+        splits[name] = int(count)
     return splits
 
 
-def _int_at_least(minimum: int):
+def _split_name(text: str) -> str:
+    if not SPLIT_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a split name (letters, digits, '_', '-', '.'; e.g. train)")
+    return text
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _int_in(minimum: int, maximum: Optional[int] = None):
+    """An argparse type: a decimal integer in [minimum, maximum]."""
+    span = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, got {text}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1)
+_positive_int = _int_in(1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0.0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def human_logs_option(args: argparse.Namespace) -> Optional[HumanLogs]:
+    """`HumanLogs` from --human-logs and its options (None without it); ValueError naming an option given
+    without --human-logs."""
+    given = {key: getattr(args, key) for key in ("mistake_rate", "severity_a", "severity_b") if getattr(args, key) is not None}
+    if not args.human_logs:
+        if given:
+            flags = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise ValueError(f"{flags}: only with --human-logs (they shape the logged human driver's mistakes)")
+        return None
+    return HumanLogs(**given)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sim.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="dataset directory")
-    p.add_argument("--num-scenes", type=_positive_int, help="scenes of the split (single-split mode)")
+    p.add_argument("--num-scenes", type=_int_in(1, SEEDS_PER_SPLIT), help="scenes of the split (single-split mode)")
     p.add_argument("--splits", type=parse_splits, help="splits mode: NAME=COUNT,... e.g. train=2000,val=200,test=200")
-    p.add_argument("--split", default="train", help="split name in single-split mode (default train)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="base seed (default 0)")
+    p.add_argument("--split", type=_split_name, default="train", help="split name in single-split mode (default train)")
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="base seed (default 0)")
     p.add_argument("--families", default=None, help="comma-separated scenario families (default: all)")
-    p.add_argument("--neg-share", type=float, default=0.2, help="share of negative scenes (default 0.2)")
-    p.add_argument("--rec-share", type=float, default=0.1, help="share of recovery scenes (default 0.1)")
+    p.add_argument("--neg-share", type=_share, default=0.2, help="share of negative scenes (default 0.2)")
+    p.add_argument("--rec-share", type=_share, default=0.1, help="share of recovery scenes (default 0.1)")
     p.add_argument("--height", type=_positive_int, default=CameraConfig.height, help="camera image height (px)")
     p.add_argument("--width", type=_positive_int, default=CameraConfig.width, help="camera image width (px)")
     p.add_argument("--no-images", action="store_true", help="write no camera images")
     p.add_argument("--shard-size", type=_positive_int, default=256, help="scenes per shard (default 256)")
+    human = HumanLogs()
+    p.add_argument("--human-logs", action="store_true",
+                   help="scenes carry a logged human drive (human_trajectory) with graded mistakes; negatives are those logs")
+    p.add_argument("--mistake-rate", type=_share, default=None,
+                   help=f"with --human-logs: share of positive scenes whose log is a mistake (default {human.mistake_rate})")
+    p.add_argument("--severity-a", type=_positive_float, default=None,
+                   help=f"with --human-logs: Beta(a, b) of a mistake's severity in [0, 1], a (default {human.severity_a})")
+    p.add_argument("--severity-b", type=_positive_float, default=None,
+                   help=f"with --human-logs: ... and b (default {human.severity_b}; mean severity a / (a + b))")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
-    p.add_argument("--resume", action="store_true", help="keep completed shards of an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--resume", action="store_true",
+                      help="complete an interrupted run: keeps its shards; its options must be the dataset's")
+    keep.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -329,7 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         camera = None if args.no_images else CameraConfig.from_any({"height": args.height, "width": args.width})
-        options = GeneratorOptions(families, args.neg_share, args.rec_share, camera, args.shard_size)
+        options = GeneratorOptions(families, args.neg_share, args.rec_share, camera, args.shard_size, human_logs_option(args))
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -339,8 +464,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             manifests = generate_splits(args.out, args.splits, args.seed, options, **common)
         else:
             manifests = {args.split: generate_dataset(args.out, args.num_scenes, args.seed, options, split=args.split, **common)}
-    except FileExistsError as e:
-        print(e, file=sys.stderr)
+    except (FileExistsError, ResumeError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     for name, m in manifests.items():
         note = f", {len(m['substitutions'])} written as pos (no neg/rec variant for their seed)" if m["substitutions"] else ""

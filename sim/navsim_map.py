@@ -24,10 +24,10 @@ NUPLAN_MAP_VERSION = "nuplan-maps-v1.0"
 MAP_RADIUS_M = 100.0
 ROUTE_SEARCH_DEPTH = 30  # roadblocks ahead considered by the centre-line search
 INSTALL_HINT = (
-    "reading maps of NAVSIM logs needs nuPlan's devkit: `pip install git+https://github.com/motional/nuplan-devkit.git`"
+    "Reading maps of NAVSIM logs needs nuPlan's devkit: `pip install git+https://github.com/motional/nuplan-devkit.git`"
     " (with its map dependencies), and the nuPlan maps (nuplan-maps-v1.0, from https://www.nuscenes.org/nuplan) unpacked"
-    " under a directory given as `map_root` or in the environment variable NUPLAN_MAPS_ROOT. Without a map, read the"
-    " logs with `with_map=False` (scenes usable for imitation, not for scoring)."
+    " under a directory given as {map_root} or in the environment variable NUPLAN_MAPS_ROOT. Without a map, {without_map}"
+    " (scenes usable for imitation, not for scoring)."
 )
 
 
@@ -117,21 +117,25 @@ class NuplanMapSource:
     """Maps from nuPlan's map API (`nuplan.common.maps.nuplan_map.map_factory.get_maps_api`).
 
     map_root: directory holding `nuplan-maps-v1.0/`; defaults to the environment variable NUPLAN_MAPS_ROOT.
+    map_root_name, without_map: how the error message names the map root and the way to go on without a map
+    (the library's `map_root` and `with_map=False` by default; a CLI names its flags).
     Raises `MapUnavailableError` naming what to install when nuplan is not importable or no root is set.
     """
 
-    def __init__(self, map_root: Optional[str] = None, map_version: str = NUPLAN_MAP_VERSION, radius_m: float = MAP_RADIUS_M):
+    def __init__(self, map_root: Optional[str] = None, map_version: str = NUPLAN_MAP_VERSION, radius_m: float = MAP_RADIUS_M,
+                 map_root_name: str = "`map_root`", without_map: str = "read the logs with `with_map=False`"):
+        hint = INSTALL_HINT.format(map_root=map_root_name, without_map=without_map)
         try:
             from nuplan.common.actor_state.state_representation import Point2D
             from nuplan.common.maps.maps_datatypes import SemanticMapLayer
             from nuplan.common.maps.nuplan_map.map_factory import get_maps_api
         except ImportError as e:
-            raise MapUnavailableError(f"nuplan is not importable ({e}). {INSTALL_HINT}") from e
+            raise MapUnavailableError(f"nuplan is not importable ({e}). {hint}") from e
         self.map_root = map_root or os.environ.get("NUPLAN_MAPS_ROOT")
         if not self.map_root:
-            raise MapUnavailableError(f"no nuPlan map root: pass map_root or set NUPLAN_MAPS_ROOT. {INSTALL_HINT}")
+            raise MapUnavailableError(f"no nuPlan map root: pass {map_root_name} or set NUPLAN_MAPS_ROOT. {hint}")
         if not os.path.isdir(self.map_root):
-            raise MapUnavailableError(f"nuPlan map root {self.map_root!r} is not a directory. {INSTALL_HINT}")
+            raise MapUnavailableError(f"nuPlan map root {self.map_root!r} is not a directory. {hint}")
         self.map_version = map_version
         self.radius_m = radius_m
         self._point, self._layer, self._get_maps_api = Point2D, SemanticMapLayer, get_maps_api

@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 
 from sim.bev import save_scene_picture
 from sim.cameras import CameraConfig, render_cameras
+from sim.conventions import SAMPLE_TYPES
 
-SAMPLE_TYPE_CYCLE = ("pos", "neg", "rec")
 # Families that together show lights, cross traffic, cones and a lane change; the ones the generator knows
 # are drawn, and families spread over FAMILIES fill up to four.
 PREFERRED_FAMILIES = ("red_light", "cut_in", "construction_zone", "unprotected_left")
@@ -27,7 +27,7 @@ def write_pictures(out: Path, families: Sequence[str], seed: int = 0, camera: Op
     camera = camera or CameraConfig(height=128, width=256)
     paths = []
     for i, family in enumerate(families):
-        sample_type = SAMPLE_TYPE_CYCLE[i % len(SAMPLE_TYPE_CYCLE)]
+        sample_type = SAMPLE_TYPES[i % len(SAMPLE_TYPES)]
         scene = make_scene(family, seed + i, sample_type)
         scene.cameras = render_cameras(scene, camera)
         paths.append(save_scene_picture(out / f"{family}_{sample_type}.png", scene, camera_frames=(0, -1), dpi=dpi))

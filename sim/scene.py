@@ -279,7 +279,7 @@ class Scene:
             raise SceneError(f"{where}: a 'rec' scene needs recovery_trajectory")
         trajectories = [(name, getattr(self, name)) for name in ("future", "negative_trajectory", "recovery_trajectory", "human_trajectory")]
         if self.pdm_closed_trajectory is not None:
-            if not isinstance(self.pdm_closed_trajectory, dict) or not set(self.pdm_closed_trajectory) <= {"v1", "v2"}:
+            if not isinstance(self.pdm_closed_trajectory, dict) or not set(self.pdm_closed_trajectory) <= set(C.VERSIONS):
                 raise SceneError(f"{where}: pdm_closed_trajectory must be a dict with keys 'v1'/'v2'")
             trajectories += [(f"pdm_closed_trajectory[{v!r}]", t) for v, t in self.pdm_closed_trajectory.items()]
         for name, traj in trajectories:
@@ -320,9 +320,10 @@ class Scene:
 
 def constant_velocity_history(ego: EgoState) -> list[EgoState]:
     """Ego history (t = -1.5 ... 0 s) of straight driving at the current speed: NAVSIM's default when
-    a JSON scene carries none."""
+    a JSON scene carries none. Every assumed state copies the t = 0 ego's vx, vy, ax, ay (scene_json.md),
+    so a large current acceleration reaches history comfort (HC)."""
     history = []
     for t in C.history_times()[:-1]:
         pose = relative_to_absolute(ego.pose, np.array([ego.vx * t, ego.vy * t, 0.0]))
-        history.append(EgoState(float(pose[0]), float(pose[1]), float(pose[2]), ego.vx, ego.vy, 0.0, 0.0))
+        history.append(EgoState(float(pose[0]), float(pose[1]), float(pose[2]), ego.vx, ego.vy, ego.ax, ego.ay))
     return history + [ego]

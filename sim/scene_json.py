@@ -9,11 +9,15 @@ the cached PDM-Closed trajectories...) goes into one extension block "sim"; scen
 identical. JSON from elsewhere has no "sim" block and gets the defaults of scene_json.md, each reported in
 `notes`: straight constant-velocity ego history, agent velocities from finite differences of the poses,
 agent pose lists shorter than 0-5 s extrapolated at constant velocity. A plan is returned in the ego frame
-at t = 0 (a "scene"-frame plan is converted). Bad input raises `SceneJsonError` naming the file and field.
+at t = 0 (a "scene"-frame plan is converted). Every plan-like field (trajectory, human_trajectory,
+previous_frame.trajectory, pdm_closed.trajectory) must be a NAVSIM plan: 8 poses at 0.5 s
+(`sim.conventions.check_plan`). Bad input - a file that cannot be read, is not UTF-8 or not JSON, a missing or
+malformed field, also inside the "sim" block - raises `SceneJsonError` naming the file and field.
 """
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -41,6 +45,25 @@ class _Reader:
 
     def fail(self, where: str, message: str):
         raise SceneJsonError(f"{self.source}: {where}: {message}")
+
+    @contextmanager
+    def block(self, where: str):
+        """Report a malformed block (a missing key, a wrong type) as `SceneJsonError` naming `where`."""
+        try:
+            yield
+        except SceneJsonError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            detail = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise SceneJsonError(f"{self.source}: {where}: malformed ({detail})") from exc
+
+    def plan(self, value, where: str) -> np.ndarray:
+        """A NAVSIM plan field: 8 rear-axle poses at 0.5 s (`sim.conventions.check_plan`)."""
+        array = self.array(value, where, 3, min_rows=1)
+        try:
+            return C.check_plan(array, C.LOG_INTERVAL_S, where=f"{self.source}: {where}")
+        except ValueError as exc:
+            raise SceneJsonError(str(exc)) from exc
 
     def get(self, obj: dict, key: str, where: str, default: Any = ..., kind=None):
         if not isinstance(obj, dict):
@@ -145,10 +168,11 @@ def _read_agent(r: _Reader, spec: dict, where: str, sim_history: Optional[dict],
     all_poses[_NOW : _NOW + len(poses)] = poses
     all_vel[_NOW : _NOW + len(poses)] = velocities
     if sim_history and token in sim_history:
-        past = sim_history[token]
-        all_poses[:_NOW] = r.array(past["poses"], f"sim.agent_history.{token}.poses", 3, allow_null_rows=True)
-        all_vel[:_NOW] = r.array(past["velocities"], f"sim.agent_history.{token}.velocities", 2, allow_null_rows=True,
-                                 names=("vx", "vy"))
+        with r.block(f"sim.agent_history.{token}"):
+            past = sim_history[token]
+            all_poses[:_NOW] = r.array(past["poses"], f"sim.agent_history.{token}.poses", 3, allow_null_rows=True)
+            all_vel[:_NOW] = r.array(past["velocities"], f"sim.agent_history.{token}.velocities", 2,
+                                     allow_null_rows=True, names=("vx", "vy"))
     height = r.number(spec, "height", where, 1.5)
     return Agent(token, kind, r.number(spec, "length", where), r.number(spec, "width", where), height, all_poses, all_vel)
 
@@ -176,9 +200,13 @@ def _read_map(r: _Reader, spec: dict, sim: dict) -> MapData:
             r.array(baseline, f"{where}.baseline", (2, 3), min_rows=2) if baseline is not None else None,
             bool(r.get(lane, "on_route", where, False)), r.number(lane, "speed_limit_mps", where, None),
             roadblocks.get(lane_id)))
-    centerline = r.array(r.get(spec, "centerline", "map"), "map.centerline", (2, 3), min_rows=2)
-    stop_lines = [StopLine(s["id"], s["type"], np.array(s["polygon"], dtype=np.float64))
-                  for s in sim.get("stop_lines", [])]
+    # A scene read without its map (`sim.navsim_logs --no-map`) has no lanes, areas or route: its centre line
+    # may then be empty. Scoring such a scene fails at `PDMScorer.prepare`, which needs the map.
+    mapless = not lanes and not areas
+    centerline = r.array(r.get(spec, "centerline", "map"), "map.centerline", (2, 3), min_rows=0 if mapless else 2)
+    with r.block("sim.stop_lines"):
+        stop_lines = [StopLine(s["id"], s["type"], np.array(s["polygon"], dtype=np.float64))
+                      for s in sim.get("stop_lines", [])]
     return MapData(areas, lanes, centerline, r.number(spec, "speed_limit_mps", "map", None), stop_lines)
 
 
@@ -191,7 +219,14 @@ def load_scene_json(
     else:
         label = name or Path(source).name
         try:
-            data = json.loads(Path(source).read_text())
+            text = Path(source).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SceneJsonError(f"{label}: not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset "
+                                 f"{exc.start}): expected scene JSON") from exc
+        except OSError as exc:
+            raise SceneJsonError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SceneJsonError(f"{label}: not valid JSON: {exc}") from exc
     r = _Reader(label)
@@ -204,7 +239,8 @@ def load_scene_json(
     history_spec = r.get(data, "ego_history", "", None, kind=list)
     if history_spec is None:
         history = constant_velocity_history(ego)
-        notes.append("no ego_history given: assumed constant-velocity straight driving for the past 1.5 s (HC)")
+        notes.append("no ego_history given: assumed constant-velocity straight driving for the past 1.5 s, each state"
+                     " with the t = 0 velocity and acceleration (HC)")
     else:
         if len(history_spec) != C.NUM_HISTORY_FRAMES - 1:
             r.fail("ego_history", f"expected {C.NUM_HISTORY_FRAMES - 1} ego states (t = -1.5, -1.0, -0.5 s),"
@@ -233,62 +269,72 @@ def load_scene_json(
     for i, light in enumerate(r.get(data, "traffic_lights", "", [], kind=list)):
         where = f"traffic_lights[{i}]"
         lane_id = str(r.get(light, "lane_id", where))
-        states = light.get("states") or [r.get(light, "state", where)]
+        states = r.get(light, "states", where, None, kind=list) or [r.get(light, "state", where)]
         for j, st in enumerate(states):
             if st not in C.TRAFFIC_LIGHT_STATES:
                 r.fail(f"{where}.states[{j}]", f"expected one of {C.TRAFFIC_LIGHT_STATES}, got {st!r}")
         if lane_id not in lane_ids:
             notes.append(f"traffic_lights[{i}]: lane {lane_id!r} is not in map.lanes: ignored")
             continue
-        extra = light_sim.get(lane_id, {})
-        past = extra.get("past_states", [states[0]] * _NOW)
-        future = list(states) + [states[-1]] * (len(C.AGENT_TIMES_S) - _NOW - len(states))
-        head = extra.get("head")
-        states_all = list(past) + future[: len(C.AGENT_TIMES_S) - _NOW]
-        lights.append(TrafficLight(lane_id, states_all, tuple(head) if head else None))
+        with r.block(f"sim.traffic_lights.{lane_id}"):
+            extra = light_sim.get(lane_id, {})
+            past = extra.get("past_states", [states[0]] * _NOW)
+            future = list(states) + [states[-1]] * (len(C.AGENT_TIMES_S) - _NOW - len(states))
+            head = extra.get("head")
+            states_all = list(past) + future[: len(C.AGENT_TIMES_S) - _NOW]
+            lights.append(TrafficLight(lane_id, states_all, tuple(head) if head else None))
 
     human = r.get(data, "human_trajectory", "", None)
+    human = r.plan(human, "human_trajectory") if human is not None else None
     previous = r.get(data, "previous_frame", "", None, kind=dict)
     if previous is not None:
-        previous_plan = r.array(r.get(previous, "trajectory", "previous_frame"), "previous_frame.trajectory", 3, min_rows=1)
+        previous_plan = r.plan(r.get(previous, "trajectory", "previous_frame"), "previous_frame.trajectory")
         previous = PreviousFrame(r.ego(r.get(previous, "ego", "previous_frame"), "previous_frame.ego"), previous_plan)
-    pdm_closed = {v: np.array(p, dtype=np.float64) for v, p in sim.get("pdm_closed", {}).items()} or None
+    with r.block("sim.pdm_closed"):
+        pdm_closed = {v: np.array(p, dtype=np.float64) for v, p in sim.get("pdm_closed", {}).items()} or None
     if "pdm_closed" in data:
         block = r.get(data, "pdm_closed", "", kind=dict)
-        given = r.array(r.get(block, "trajectory", "pdm_closed"), "pdm_closed.trajectory", 3, min_rows=1)
-        pdm_closed = {v: pdm_closed_cache_from_plan(ego, given) for v in ("v1", "v2")}
+        given = r.plan(r.get(block, "trajectory", "pdm_closed"), "pdm_closed.trajectory")
+        pdm_closed = {v: pdm_closed_cache_from_plan(ego, given) for v in C.VERSIONS}
         notes.append("pdm_closed given: used as the progress reference instead of running PDM-Closed")
 
     plan = None
     if "trajectory" in data and data["trajectory"] is not None:
-        plan = r.array(data["trajectory"], "trajectory", 3, min_rows=1)
+        plan = r.plan(data["trajectory"], "trajectory")
         frame = r.get(data, "trajectory_frame", "", "ego", kind=str)
         if frame == "scene":
             plan = absolute_to_relative(ego.pose, plan)
         elif frame != "ego":
             r.fail("trajectory_frame", f"expected 'ego' or 'scene', got {frame!r}")
 
-    opt = lambda key: np.array(sim[key], dtype=np.float64) if sim.get(key) is not None else None  # noqa: E731
+    def opt(key):
+        with r.block(f"sim.{key}"):
+            return np.array(sim[key], dtype=np.float64) if sim.get(key) is not None else None
+
     reasoning = sim.get("reasoning")
     if reasoning is not None:
-        reasoning = Reasoning(reasoning["mode"], [CriticalObject(**c) for c in reasoning["critical_objects"]],
-                              reasoning["longitudinal"], reasoning["lateral"], reasoning["text"])
+        with r.block("sim.reasoning"):
+            reasoning = Reasoning(reasoning["mode"], [CriticalObject(**c) for c in reasoning["critical_objects"]],
+                                  reasoning["longitudinal"], reasoning["lateral"], reasoning["text"])
+    with r.block("sim.cameras"):
+        cameras = [Camera(c["name"], np.array(c["intrinsics"]), np.array(c["sensor2ego_rotation"]),
+                          np.array(c["sensor2ego_translation"])) for c in sim.get("cameras", [])]
     if "driving_command" not in sim:
         notes.append("no driving command given: 'unknown'")
-    scene = Scene(
-        token=str(sim.get("token", data.get("name") or Path(label).stem)),
-        ego_history=history,
-        driving_command=int(sim.get("driving_command", C.DRIVING_COMMANDS.index("unknown"))),
-        map=map_data, agents=agents, static_objects=statics, traffic_lights=lights,
-        future=opt("future"), family=sim.get("family", "unknown"), sample_type=sim.get("sample_type", "pos"),
-        negative_trajectory=opt("negative_trajectory"), recovery_trajectory=opt("recovery_trajectory"),
-        negative_kind=sim.get("negative_kind"), recovery_kind=sim.get("recovery_kind"),
-        human_trajectory=r.array(human, "human_trajectory", 3, min_rows=1) if human is not None else None,
-        pdm_closed_trajectory=pdm_closed, previous_frame=previous,
-        cameras=[Camera(c["name"], np.array(c["intrinsics"]), np.array(c["sensor2ego_rotation"]),
-                        np.array(c["sensor2ego_translation"])) for c in sim.get("cameras", [])],
-        reasoning=reasoning, log_name=sim.get("log_name", "json"), seed=sim.get("seed"),
-    )
+    with r.block("sim"):
+        scene = Scene(
+            token=str(sim.get("token", data.get("name") or Path(label).stem)),
+            ego_history=history,
+            driving_command=int(sim.get("driving_command", C.DRIVING_COMMANDS.index("unknown"))),
+            map=map_data, agents=agents, static_objects=statics, traffic_lights=lights,
+            future=opt("future"), family=sim.get("family", "unknown"), sample_type=sim.get("sample_type", "pos"),
+            negative_trajectory=opt("negative_trajectory"), recovery_trajectory=opt("recovery_trajectory"),
+            negative_kind=sim.get("negative_kind"), recovery_kind=sim.get("recovery_kind"),
+            human_trajectory=human,
+            pdm_closed_trajectory=pdm_closed, previous_frame=previous,
+            cameras=cameras,
+            reasoning=reasoning, log_name=sim.get("log_name", "json"), seed=sim.get("seed"),
+        )
     try:
         scene.validate()
     except SceneError as exc:

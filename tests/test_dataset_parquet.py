@@ -110,6 +110,7 @@ def test_column_selection_and_row_filters(written):
 def test_a_corrupt_shard_is_named(tmp_path, written):
     _, _, rows = written
     path = write_shard(tmp_path / "shard-00000.parquet", rows[:1])
+    write_manifest(tmp_path, {"shards": [{"file": path.name, "rows": 1}]})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="shard-00000.parquet: not a readable Parquet shard"):
@@ -121,7 +122,7 @@ def test_a_missing_column_is_named_with_its_file(tmp_path, written):
     path = write_shard(tmp_path / "shard-00000.parquet", rows[:1])
     table = pq.read_table(path).drop_columns(["future"])
     pq.write_table(table, path)  # keeps the schema metadata (version) but lacks a column
-    dataset = SceneDataset(tmp_path)
+    dataset = SceneDataset(path)
     assert dataset.read(["token"]).num_rows == 1
     with pytest.raises(DatasetError, match=r"shard-00000.parquet: missing column 'future'"):
         dataset.read(["token", "future"])
@@ -138,10 +139,10 @@ def test_a_wrong_schema_version_is_refused(tmp_path, written):
     with pytest.raises(DatasetError, match=rf"shard-00000.parquet: schema version 999, this reader reads version {SCHEMA_VERSION}"):
         SceneDataset(path).read(["token"])
     write_manifest(tmp_path, {"shards": []})
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "_manifest.json").read_text())
     manifest["schema_version"] = 0
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DatasetError, match="manifest.json: schema_version 0"):
+    (tmp_path / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="_manifest.json: schema_version 0"):
         SceneDataset(tmp_path)
 
 
@@ -165,8 +166,8 @@ def test_a_failed_write_leaves_the_previous_shard_intact(tmp_path, written, monk
 def test_a_row_whose_scene_json_cannot_be_decoded_names_the_file_and_column(tmp_path, written):
     _, _, rows = written
     broken = dict(rows[0], scene_json='{"ego": {"x": 0}}')  # valid JSON, not a valid scene
-    write_shard(tmp_path / "shard-00000.parquet", [rows[1], broken])
-    scenes = SceneDataset(tmp_path).scenes()
+    path = write_shard(tmp_path / "shard-00000.parquet", [rows[1], broken])
+    scenes = SceneDataset(path).scenes()
     assert next(scenes).token == "s_neg"
-    with pytest.raises(DatasetError, match=r"shard-00000.parquet: .*scene_json"):
+    with pytest.raises(DatasetError, match=r"shard-00000.parquet: row 1: scene 's_pos': .*scene_json"):
         next(scenes)

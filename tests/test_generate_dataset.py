@@ -53,13 +53,13 @@ def test_same_seed_gives_the_same_files_with_one_or_two_workers(tmp_path):
     generate_dataset(tmp_path / "two", 6, 11, SMALL, workers=2, progress=False)
     generate_dataset(tmp_path / "again", 6, 11, SMALL, workers=1, progress=False)
     files = _files(tmp_path / "one")
-    assert sorted(files) == ["manifest.json", "shard-00000.parquet", "shard-00001.parquet"]
+    assert sorted(files) == ["_manifest.json", "shard-00000.parquet", "shard-00001.parquet"]
     assert _files(tmp_path / "two") == files
     assert _files(tmp_path / "again") == files
     other = generate_dataset(tmp_path / "other", 6, 12, SMALL, workers=1, progress=False)
     assert _files(tmp_path / "other")["shard-00000.parquet"] != files["shard-00000.parquet"]
 
-    manifest = json.loads(files["manifest.json"])
+    manifest = json.loads(files["_manifest.json"])
     assert manifest == one
     assert manifest["num_scenes"] == 6 and manifest["split"] == "train" and manifest["image_size"] == [16, 32]
     assert sum(sum(c.values()) for c in manifest["counts"].values()) == 6
@@ -87,7 +87,7 @@ def test_resume_completes_a_run_and_existing_datasets_are_protected(tmp_path):
     assert _files(out) == complete
     assert (out / "shard-00000.parquet").stat().st_mtime_ns == kept  # not rewritten
     generate_dataset(out, 4, 1, SMALL, overwrite=True, progress=False)
-    assert sorted(_files(out)) == ["manifest.json", "shard-00000.parquet"]
+    assert sorted(_files(out)) == ["_manifest.json", "shard-00000.parquet"]
 
 
 def test_command_line_splits_mode(tmp_path, capsys):

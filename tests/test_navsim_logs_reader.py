@@ -1,4 +1,4 @@
-"""The OpenScene log reader on a tiny log written here in the documented pickle format, with tiny JPEGs."""
+"""The OpenScene log reader on a tiny log written here the way OpenScene's converter writes it, with tiny JPEGs."""
 from __future__ import annotations
 
 import math
@@ -6,11 +6,13 @@ import pickle
 
 import numpy as np
 import pytest
+from openscene_logs import Box, FrameSpec, openscene_frame
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from sim import conventions as C
 from sim.geometry import points_to_relative
-from sim.navsim_logs import LogFormatError, NavsimLogReader, load_log, quaternion_yaw, scene_windows
+from sim.navsim_logs import LogFormatError, MissingBlobError, NavsimLogReader, load_log, quaternion_yaw, scene_windows
 from sim.navsim_map import LaneNode, MapUnavailableError, route_centerline, starting_lane
 from sim.scene import Lane, MapArea, MapData
 
@@ -19,6 +21,7 @@ START = np.array([1000.0, 2000.0])
 SPEED = 5.0
 NUM_FRAMES = 16
 LOG = "2021.05.12.test_log"
+LIGHT_LANE = 4711  # nuPlan lane connector ids are integers in the logs, strings in the map
 
 
 def _quaternion(yaw: float) -> list[float]:
@@ -48,60 +51,26 @@ def _write_jpeg(path, colour):
 
 def _frame(k: int, blobs) -> dict:
     ego = _ego_global(k)
-    car = _to_ego(ego, _car_global(k))
-    car_vel = np.array([0.0, 4.0])
-    c, s = math.cos(ego[2]), math.sin(ego[2])
-    car_vel_ego = [c * car_vel[0] + s * car_vel[1], -s * car_vel[0] + c * car_vel[1], 0.0]
-    cone = _to_ego(ego, np.array([START[0] + 30.0, START[1] + 5.0, 0.0]))
-    boxes = [[car[0], car[1], 0.8, 4.5, 1.9, 1.6, car[2]], [cone[0], cone[1], 0.3, 0.4, 0.4, 0.6, cone[2]]]
-    names, tracks = ["vehicle", "traffic_cone"], ["car_track", "cone_track"]
-    vels = [car_vel_ego, [0.0, 0.0, 0.0]]
+    car = _car_global(k)
+    boxes = [Box("car_track", "vehicle", (car[0], car[1], 0.8), car[2], (4.5, 1.9, 1.6), (0.0, 4.0, 0.0)),
+             Box("cone_track", "traffic_cone", (START[0] + 30.0, START[1] + 5.0, 0.3), 0.0, (0.4, 0.4, 0.6))]
     if 5 <= k <= 8:  # a pedestrian seen in a few frames only
-        ped = _to_ego(ego, np.array([START[0] + 8.0, START[1] + 10.0, 0.0]))
-        boxes.append([ped[0], ped[1], 0.9, 0.6, 0.6, 1.8, ped[2]])
-        names.append("pedestrian")
-        tracks.append("ped_track")
-        vels.append([0.0, 0.0, 0.0])
-    cams = {}
-    for name, colour in (("CAM_F0", (200, 30, 30)), ("CAM_L0", (30, 200, 30)), ("CAM_R0", (30, 30, 200)), ("CAM_B0", (0, 0, 0))):
-        rel = f"{LOG}/{name}/{k:04d}.jpg"
-        _write_jpeg(blobs / rel, colour)
-        yaw = {"CAM_F0": 0.0, "CAM_L0": 0.96, "CAM_R0": -0.96, "CAM_B0": math.pi}[name]
-        # camera axes (x right, y down, z forward) in the lidar frame for a camera turned by `yaw`
-        forward = np.array([math.cos(yaw), math.sin(yaw), 0.0])
-        right = np.array([math.sin(yaw), -math.cos(yaw), 0.0])
-        rot = np.stack([right, np.cross(forward, right), forward], axis=1)
-        cams[name] = {
-            "data_path": rel,
-            "sensor2lidar_rotation": rot,
-            "sensor2lidar_translation": np.array([0.5, 0.0, 0.2]),
-            "cam_intrinsic": np.array([[51.5, 0.0, 32.0], [0.0, 51.5, 18.5], [0.0, 0.0, 1.0]]),  # for the 64 x 36 JPEGs
-            "distortion": np.zeros(5),
-        }
-    return {
-        "token": f"tok{k:02d}",
-        "timestamp": 1_620_000_000_000_000 + k * 500_000,
-        "log_name": LOG,
-        "scene_token": "scene_a",
-        "map_location": "las_vegas",
-        "ego2global_translation": np.array([ego[0], ego[1], 0.0]),
-        "ego2global_rotation": np.array(_quaternion(ego[2])),
-        "lidar2ego_translation": np.array([1.0, 0.0, 1.5]),
-        "lidar2ego_rotation": np.array([1.0, 0.0, 0.0, 0.0]),
-        "ego_dynamic_state": [SPEED, 0.0, 0.1 * k, 0.0],
-        "driving_command": np.array([0, 0, 1, 0]),
-        "roadblock_ids": [] if k == 4 else ["rb_a", "rb_b"],
-        "traffic_lights": [("lc_1", k < 8)] if k != 10 else [],
-        "cams": cams,
-        "lidar_path": f"{LOG}/MergedPointCloud/{k:04d}.pcd",
-        "anns": {
-            "gt_boxes": np.array(boxes),
-            "gt_names": np.array(names),
-            "gt_velocity_3d": np.array(vels),
-            "instance_tokens": [f"inst_{t}" for t in tracks],
-            "track_tokens": tracks,
-        },
-    }
+        boxes.append(Box("ped_track", "pedestrian", (START[0] + 8.0, START[1] + 10.0, 0.9), 0.0, (0.6, 0.6, 1.8)))
+    paths = {}
+    for name, colour in (("CAM_F0", (200, 30, 30)), ("CAM_L0", (30, 200, 30)), ("CAM_R0", (30, 30, 200))):
+        paths[name] = f"{LOG}/{name}/{k:04d}.jpg"
+        _write_jpeg(blobs / paths[name], colour)
+    for name in ("CAM_L1", "CAM_L2", "CAM_R1", "CAM_R2", "CAM_B0"):
+        paths[name] = f"{LOG}/{name}/{k:04d}.jpg"  # not read: the scene uses 3 cameras
+    spec = FrameSpec(
+        ego_xyz=(ego[0], ego[1], 0.0), ego_rotation=Rotation.from_euler("z", ego[2]),
+        dynamic_state=(SPEED, 0.0, 0.1 * k, 0.0), boxes=boxes,
+        traffic_lights=[(LIGHT_LANE, k < 8)] if k != 10 else [],
+        roadblock_ids=[] if k == 4 else ["rb_a", "rb_b"], driving_command=(0, 0, 1, 0))
+    # 64 x 36 test JPEGs; lidar2ego 1 m forward, 1.5 m up (not part of the camera pose on the ego)
+    return openscene_frame(k, spec, LOG, paths, lidar2ego_translation=(1.0, 0.0, 1.5),
+                           cam_intrinsic=np.array([[51.5, 0.0, 32.0], [0.0, 51.5, 18.5], [0.0, 0.0, 1.0]]),
+                           num_frames=NUM_FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +81,12 @@ def log_dir(tmp_path_factory):
     logs = root / "navsim_logs" / "mini"
     logs.mkdir(parents=True)
     with open(logs / f"{LOG}.pkl", "wb") as f:
-        pickle.dump(frames, f)
+        pickle.dump(frames, f, protocol=pickle.HIGHEST_PROTOCOL)
     return root
 
 
 class GlobalRectangleMap:
-    """A map given in global coordinates (a lane connector `lc_1` along the ego's road) moved into the scene
+    """A map given in global coordinates (a lane connector along the ego's road) moved into the scene
     frame the way a map source must: the reader passes the global pose of the scene frame."""
 
     def __init__(self):
@@ -132,7 +101,7 @@ class GlobalRectangleMap:
         local = lambda pts: points_to_relative(origin, pts)  # noqa: E731
         return MapData(
             areas=[MapArea("rb_a", "roadblock", local(road))],
-            lanes=[Lane("lc_1", "lane_connector", local(connector), local(np.array([along(40, 0), along(60, 0)])), True)],
+            lanes=[Lane(str(LIGHT_LANE), "lane_connector", local(connector), local(np.array([along(40, 0), along(60, 0)])), True)],
             centerline=local(np.array([along(-50, 0), along(100, 0)])),
         )
 
@@ -179,8 +148,8 @@ def test_reader_without_map_gives_ego_agents_command_and_cameras(log_dir):
     assert np.abs(cams["CAM_F0"].images[..., 0].astype(int) - 200).max() <= 12  # the red test JPEG, resized
     # 64 x 36 cropped to 2:1 (64 x 32, 2 rows off the top) then scaled by 32 / 64.
     np.testing.assert_allclose(cams["CAM_F0"].intrinsics, [[25.75, 0, 16.0], [0, 25.75, 8.25], [0, 0, 1]], atol=1e-9)
-    # sensor2ego = lidar2ego (1 m forward, 1.5 m up) after sensor2lidar.
-    np.testing.assert_allclose(cams["CAM_F0"].sensor2ego_translation, [1.5, 0.0, 1.7])
+    # The pose on the ego is sensor2lidar as stored (NAVSIM's use); lidar2ego (1 m forward, 1.5 m up) is not applied.
+    np.testing.assert_array_equal(cams["CAM_F0"].sensor2ego_translation, [1.6, 0.0, 1.5])
 
 
 def test_reader_with_a_map_source_links_lights_to_lane_connectors(log_dir):
@@ -189,7 +158,7 @@ def test_reader_with_a_map_source_links_lights_to_lane_connectors(log_dir):
     (scene,) = list(reader)
     assert source.calls == [("us-nv-las-vegas-strip", ("rb_a", "rb_b"))]
     (light,) = scene.traffic_lights
-    assert light.lane_connector_id == "lc_1" and light.head is None
+    assert light.lane_connector_id == str(LIGHT_LANE) and light.head is None
     # Log frames 2..15: red before frame 8, green after, no entry in frame 10.
     assert light.states == ["red"] * 6 + ["green", "green", "unknown"] + ["green"] * 5
     # The map arrived in the scene frame: the road's centre line runs along the scene x axis.
@@ -197,7 +166,7 @@ def test_reader_with_a_map_source_links_lights_to_lane_connectors(log_dir):
 
 
 def test_reading_maps_without_nuplan_says_what_to_install(log_dir):
-    with pytest.raises(MapUnavailableError, match="nuplan-devkit.*NUPLAN_MAPS_ROOT"):
+    with pytest.raises(MapUnavailableError, match="nuplan-devkit.*NUPLAN_MAPS_ROOT.*with_map=False"):
         NavsimLogReader(log_dir / "navsim_logs/mini", with_images=False)
 
 
@@ -212,9 +181,12 @@ def test_bad_logs_get_errors_naming_the_file_and_key(tmp_path, log_dir):
     missing.write_bytes(pickle.dumps(frames))
     with pytest.raises(LogFormatError, match=r"missing.pkl: frame 3 .*ego_dynamic_state"):
         load_log(missing)
+    (tmp_path / "no_blobs").mkdir()
     reader = NavsimLogReader(log_dir / "navsim_logs/mini", sensor_blobs=tmp_path / "no_blobs", with_map=False)
-    with pytest.raises(LogFormatError, match="no_blobs/.*CAM_F0.*jpg"):
+    with pytest.raises(MissingBlobError, match="no_blobs/.*CAM_F0.*jpg.*scene tok03.*missing_blobs='skip'"):
         next(iter(reader))
+    with pytest.raises(LogFormatError, match="elsewhere: sensor_blobs is not a directory"):
+        NavsimLogReader(log_dir / "navsim_logs/mini", sensor_blobs=tmp_path / "elsewhere", with_map=False)
 
 
 def test_quaternion_yaw():
@@ -254,7 +226,7 @@ def test_log_scenes_round_trip_through_a_dataset_shard(log_dir, tmp_path):
                              map_source=GlobalRectangleMap(), camera_config={"height": 16, "width": 32})
     scenes = list(reader)
     write_shard(tmp_path / "shard-00000.parquet", [scene_to_row(s, "navtest") for s in scenes])
-    back = list(SceneDataset(tmp_path).scenes())
+    back = list(SceneDataset(tmp_path / "shard-00000.parquet").scenes())
     assert [s.token for s in back] == ["tok03", "tok05"]
     for original, loaded in zip(scenes, back):
         assert_same(original, loaded)
@@ -263,12 +235,13 @@ def test_log_scenes_round_trip_through_a_dataset_shard(log_dir, tmp_path):
 def test_converted_logs_are_a_dataset_that_evaluation_scores(log_dir, tmp_path):
     from rl.evaluate import run_evaluation
     from rl.scene_store import SceneStore
-    from sim.navsim_logs import convert_logs
+    from sim.navsim_convert import convert_logs
 
     reader = NavsimLogReader(log_dir / "navsim_logs/mini", sensor_blobs=log_dir / "sensor_blobs/mini",
                              map_source=GlobalRectangleMap(), camera_config={"height": 16, "width": 32})
     manifest = convert_logs(reader, tmp_path / "navsim", "test", progress=False)
     assert manifest["num_scenes"] == 2 and manifest["counts_by_sample_type"] == {"pos": 2, "neg": 0, "rec": 0}
+    assert manifest["skipped_missing_blobs"] == 0
     store = SceneStore(tmp_path / "navsim")
     assert store.tokens == ["tok03", "tok05"]
     assert store.scene(1).cameras[0].images.shape == (4, 16, 32, 3)

@@ -86,10 +86,11 @@ def test_command_line_builds_from_a_trajectory_array(tmp_path, capsys):
 
 
 def test_command_line_reads_the_future_column_of_a_scene_dataset(tmp_path):
-    from sim.dataset import scene_to_row, write_shard
+    from sim.dataset import scene_to_row, write_manifest, write_shard
 
     scenes = [make_policy_scene(i) for i in range(6)]
     write_shard(tmp_path / "data" / "shard-00000.parquet", [scene_to_row(s, "train") for s in scenes])
+    write_manifest(tmp_path / "data", {"shards": [{"file": "shard-00000.parquet", "rows": 6}]})  # a dataset directory
     futures = read_future_trajectories(tmp_path / "data")
     np.testing.assert_allclose(futures, np.stack([s.future for s in scenes]), atol=1e-5)
     assert main(["--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "b.json"), "--k", "32"]) == 0

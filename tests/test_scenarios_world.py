@@ -14,7 +14,7 @@ from sim.scenarios.checks import DrivableArea, boxes_overlap
 from sim.scenarios.expert import EGO_FRONT, drive_expert
 from sim.scenarios.intersection import build_junction
 from sim.scenarios.longitudinal import CURRENT, FINE_TIMES, IDM, SpeedCap, StopRule, drive
-from sim.scenarios.paths import QuinticReturn, Smoothstep, arc, straight
+from sim.paths import QuinticReturn, Smoothstep, arc, straight
 from sim.scenarios.reasoning import (
     COMPATIBLE,
     LATERAL_DECISIONS,

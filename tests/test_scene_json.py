@@ -167,3 +167,68 @@ def test_a_given_pdm_closed_plan_becomes_the_cached_reference():
     np.testing.assert_allclose(ref[:41, 0], 7.0 * np.arange(41) * 0.1, atol=1e-5)
     np.testing.assert_allclose(ref[41:, 0], 28.0, atol=1e-5)  # held after 4 s
     assert any("pdm_closed" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.__setitem__("trajectory", d["trajectory"][:7]),
+         r"scene.json: trajectory: expected 8 poses at 0.5 s \(t = 0.5 ... 4 s\), got 7"),
+        (lambda d: d.__setitem__("trajectory", [[0.01 * i, 0.0, 0.0] for i in range(1, 2001)]),
+         r"scene.json: trajectory: expected 8 poses at 0.5 s \(t = 0.5 ... 4 s\), got 2000"),
+        (lambda d: d.__setitem__("human_trajectory", straight_plan().tolist() + [[45.0, 0.0, 0.0]]),
+         r"scene.json: human_trajectory: expected 8 poses at 0.5 s .*got 9"),
+        (lambda d: d["previous_frame"].__setitem__("trajectory", straight_plan()[:7].tolist()),
+         r"scene.json: previous_frame.trajectory: expected 8 poses at 0.5 s .*got 7"),
+        (lambda d: d.__setitem__("pdm_closed", {"trajectory": straight_plan()[:4].tolist()}),
+         r"scene.json: pdm_closed.trajectory: expected 8 poses at 0.5 s .*got 4"),
+    ],
+)
+def test_every_plan_field_must_be_a_navsim_plan(tmp_path, edit, message):
+    data = json.loads(json.dumps(scene_to_json(rich_scene(), straight_plan())))
+    edit(data)
+    path = tmp_path / "scene.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SceneJsonError, match=message):
+        load_scene_json(path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s["reasoning"].pop("mode"), r"scene.json: sim.reasoning: malformed \(missing key 'mode'\)"),
+        (lambda s: s["cameras"][0].pop("intrinsics"), r"scene.json: sim.cameras: malformed \(missing key 'intrinsics'\)"),
+        (lambda s: s["stop_lines"][0].pop("polygon"), r"scene.json: sim.stop_lines: malformed \(missing key 'polygon'\)"),
+        (lambda s: s["agent_history"]["lead"].pop("velocities"), r"sim.agent_history.lead: malformed \(missing key"),
+        (lambda s: s.__setitem__("future", [[1.0, "a", 0.0]]), r"scene.json: sim.future: malformed \(ValueError"),
+        (lambda s: s.__setitem__("driving_command", "left"), r"scene.json: sim: malformed \(ValueError"),
+    ],
+)
+def test_a_malformed_sim_block_names_the_file_and_the_block(tmp_path, edit, message):
+    data = json.loads(json.dumps(scene_to_json(rich_scene(), straight_plan())))
+    edit(data["sim"])
+    path = tmp_path / "scene.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SceneJsonError, match=message):
+        load_scene_json(path)
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    binary = tmp_path / "picture.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    with pytest.raises(SceneJsonError, match=r"picture.json: not a UTF-8 text file \(byte 0x89 at offset 0\)"):
+        load_scene_json(binary)
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    with pytest.raises(SceneJsonError, match="folder.json: cannot read: Is a directory"):
+        load_scene_json(folder)
+
+
+def test_the_assumed_history_copies_the_current_velocity_and_acceleration():
+    data = json.loads(json.dumps(scene_to_json(road_scene(), straight_plan())))
+    del data["ego_history"]
+    data["ego"].update({"vx": 9.0, "vy": 0.2, "ax": -1.5, "ay": 3.0})
+    scene, _, notes = load_scene_json(data)
+    for state in scene.ego_history[:-1]:
+        assert (state.vx, state.vy, state.ax, state.ay) == (9.0, 0.2, -1.5, 3.0)
+    assert any("no ego_history given" in n and "acceleration" in n for n in notes)

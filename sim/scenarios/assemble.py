@@ -13,7 +13,7 @@ from sim.geometry import absolute_to_relative, points_to_relative, rotate_vector
 from sim.scene import EgoState, Lane, MapArea, MapData, Reasoning, Scene, StaticObject, StopLine, TrafficLight
 from sim.scenarios.expert import Plan
 from sim.scenarios.longitudinal import CURRENT
-from sim.scenarios.paths import Path
+from sim.paths import Path
 from sim.scenarios.scenario import Scenario
 
 COMMAND_LOOKAHEAD_M = 20.0  # OpenScene: the route centre line 20 m ahead ...

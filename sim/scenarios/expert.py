@@ -22,7 +22,7 @@ from sim.kinematics import simulate as navsim_simulate
 from sim.scene import EgoState
 from sim.scenarios.checks import DrivableArea, Obstacles, boxes_overlap, first_violation, inflated_ego_corners
 from sim.scenarios.longitudinal import CURRENT, FINE_DT, FINE_TIMES, Profile, StopRule, drive
-from sim.scenarios.paths import LateralProfile, Path
+from sim.paths import LateralProfile, Path
 from sim.scenarios.scenario import Scenario
 
 EGO_FRONT = PACIFICA.front_length  # rear axle -> front bumper

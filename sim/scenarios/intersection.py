@@ -15,7 +15,7 @@ import shapely
 
 from sim.geometry import wrap_angle
 from sim.scene import TrafficLight
-from sim.scenarios.paths import Path, concatenate, straight
+from sim.paths import Path, concatenate, straight
 from sim.scenarios.road import MapBuilder, Road, add_road, stop_line_polygon, strip_polygon
 
 ARM_ANGLES = {"E": 0.0, "N": np.pi / 2.0, "W": np.pi, "S": -np.pi / 2.0}

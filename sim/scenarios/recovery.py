@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from sim.scenarios.expert import EGO_FRONT
-from sim.scenarios.paths import QuinticReturn
+from sim.paths import QuinticReturn
 
 RECOVERY_KINDS = ("off_centre", "bad_heading", "too_close", "bad_merge")
 

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from sim.scene import Lane, MapArea, MapData, StopLine
-from sim.scenarios.paths import Path
+from sim.paths import Path
 
 BOUNDARY_STEP_M = 2.0  # station spacing of polygon boundaries along curved references
 

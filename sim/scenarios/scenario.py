@@ -10,7 +10,7 @@ from scipy.ndimage import maximum_filter1d
 
 from sim.scene import StaticObject, TrafficLight
 from sim.scenarios.longitudinal import IDM, SpeedCap, StopRule
-from sim.scenarios.paths import LateralProfile, Path
+from sim.paths import LateralProfile, Path
 from sim.scenarios.road import MapBuilder
 
 LATERAL_ACCEL_MPS2 = 3.5  # the expert's lateral acceleration limit in bends and turns (NAVSIM bound: 4.89)

@@ -15,7 +15,7 @@ import numpy as np
 from sim.geometry import box_corners, wrap_angle
 from sim.scene import Agent
 from sim.scenarios.longitudinal import FINE_DT, FINE_TIMES, IDM, TWO_HZ, StopRule, drive_from_start
-from sim.scenarios.paths import Path
+from sim.paths import Path
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sim.scene import CriticalObject, Reasoning
 from sim.scenarios import negatives, recovery
 from sim.scenarios.expert import Plan
 from sim.scenarios.longitudinal import CURRENT, IDM
-from sim.scenarios.paths import Path, arc, concatenate, straight
+from sim.paths import Path, arc, concatenate, straight
 from sim.scenarios.reasoning import SELF_TYPE, classify_lateral, classify_longitudinal, compose, location_text
 from sim.scenarios.road import MapBuilder, Road, Taper, add_road
 from sim.scenarios.scenario import Scenario
@@ -50,11 +50,12 @@ class Family:
         """An optional middle sentence of the trace (why the decision)."""
         return ""
 
-    def negative(self, scenario: Scenario, plan: Plan, kind: str, rng: np.random.Generator) -> Optional[Plan]:
-        """The negative drive of `kind` on this scenario, or None when the scene offers no such mistake."""
+    def negative(self, scenario: Scenario, plan: Plan, kind: str, rng: np.random.Generator, severity: float = 1.0) -> Optional[Plan]:
+        """The negative drive of `kind` on this scenario at `severity` (1: the gross mistake, 0: the expert's
+        plan; `sim.scenarios.negatives`), or None when the scene offers no such mistake."""
         if kind not in self.negative_kinds:
             raise ValueError(f"family {self.name!r} cannot produce a {kind!r} negative (it has {self.negative_kinds})")
-        return negatives.BUILDERS[kind](scenario, plan, rng)
+        return negatives.BUILDERS[kind](scenario, plan, rng, severity)
 
     def recover(self, scenario: Scenario, plan: Plan, kind: str, rng: np.random.Generator, side: float, scale: float) -> Scenario:
         """The scenario started from a perturbed ego state (`plan`: the unperturbed expert's drive)."""

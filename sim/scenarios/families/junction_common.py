@@ -12,7 +12,7 @@ import numpy as np
 from sim.scenarios.expert import EGO_FRONT
 from sim.scenarios.intersection import Connector, Junction, build_junction
 from sim.scenarios.longitudinal import FINE_TIMES, IDM, StopRule, active_mask
-from sim.scenarios.paths import Path
+from sim.paths import Path
 from sim.scenarios.road import MapBuilder
 from sim.scenarios.traffic import Track, idm_followers, track_on_path, vehicle_dims
 

@@ -15,7 +15,7 @@ from sim.scene import CriticalObject, StaticObject
 from sim.scenarios.expert import EGO_FRONT
 from sim.scenarios.families.base import road_scenario, ROAD_START, Family, background_traffic, build_road, ego_s_on_lane, relative_location
 from sim.scenarios.longitudinal import CURRENT, IDM
-from sim.scenarios.paths import Path, Smoothstep
+from sim.paths import Path, Smoothstep
 from sim.scenarios.road import Taper
 from sim.scenarios.scenario import EgoStart, Scenario
 from sim.scenarios.traffic import Track, idm_followers, parked, track_on_path, vehicle_dims

@@ -10,7 +10,7 @@ from sim.scene import CriticalObject
 from sim.scenarios.expert import EGO_FRONT
 from sim.scenarios.families.base import road_scenario, Family, background_traffic, build_road, ego_s_on_lane, relative_location, track_by_token
 from sim.scenarios.longitudinal import CURRENT, FINE_TIMES, IDM
-from sim.scenarios.paths import Smoothstep
+from sim.paths import Smoothstep
 from sim.scenarios.scenario import EgoStart, Scenario
 from sim.scenarios.traffic import braking_speeds, idm_followers, speed_profile_s, track_on_path, vehicle_dims
 

@@ -13,7 +13,7 @@ from sim.scene import CriticalObject, StaticObject
 from sim.scenarios.expert import EGO_FRONT
 from sim.scenarios.families.base import road_scenario, Family, background_traffic, build_road, ego_s_on_lane, relative_location, track_by_token
 from sim.scenarios.longitudinal import CURRENT
-from sim.scenarios.paths import LateralProfile, Smoothstep
+from sim.paths import LateralProfile, Smoothstep
 from sim.scenarios.scenario import EgoStart, Scenario
 from sim.scenarios.traffic import constant_speed_s, parked, track_on_path, vehicle_dims
 
