@@ -7,10 +7,15 @@ a dict of named components or None (unscorable):
     def my_reward(batch: list[ScoringInput], **kwargs) -> list[dict[str, float] | None]: ...
 
 Every dict must hold the key "reward" (the value the function's configured weight multiplies); any other keys
-are diagnostics, logged as `reward/<function>/<key>`. The total reward of a sample is
-sum_f weight_f * out_f["reward"]; if any function gives None, raises, times out or returns a non-finite
-value, the sample is unscorable: it is left out of its group's baseline with advantage 0 and counted,
-never silently scored 0.
+are diagnostics, logged as `reward/<function>/<key>`. A function that cannot score one sample returns None or
+{"error": "why"} for it (the others keep their values). The total reward of a sample is
+sum_f weight_f * out_f["reward"]; if any function gives None or an error, raises (anything, `SystemExit` and
+`KeyboardInterrupt` included, see `CompositeReward`), times out or returns a non-finite value, the sample is
+unscorable: it is left out of its group's baseline with advantage 0 and counted, never silently scored 0.
+
+Every sample's trajectory is checked first (`sim.conventions.check_plan`: NAVSIM's 4 s plan, 8 poses at
+0.5 s or N = 4 s / interval_s, finite); a sample that fails is unscorable (counted as "invalid_plan") and is
+not passed to the functions.
 
 Functions are named in the config by registry name, by `package.module:attr` or by `path/to/file.py:attr`,
 and are imported inside the scorer actors (never pickled closures).
@@ -22,6 +27,7 @@ import importlib.util
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -31,6 +37,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from sim.conventions import check_plan
 from sim.scene import Scene
 
 logger = logging.getLogger(__name__)
@@ -182,27 +189,63 @@ def time_limit(seconds: Optional[float]):
         signal.signal(signal.SIGALRM, previous)
 
 
+INVALID_PLAN = "invalid_plan"  # the failure counter of samples whose trajectory is not a NAVSIM plan
+
+
+def in_ray_worker() -> bool:
+    """True inside a Ray worker process (an actor or a task), False in a driver or without Ray."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return False
+    try:
+        return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    except Exception:  # an unexpected Ray version: assume a driver, so Ctrl-C keeps working
+        return False
+
+
 class CompositeReward:
     """The configured sum of reward functions, evaluated on a batch with failures isolated per function.
 
     r = sum_f weight_f * out_f["reward"]; a function that raises, times out, returns the wrong number of
-    results or a non-finite value makes the affected samples unscorable (total None) and is counted.
+    results or a non-finite value makes the affected samples unscorable (total None) and is counted
+    (`failures[term key]`, the error text in `RewardOutcome.error`); a sample whose trajectory is not a NAVSIM
+    plan is unscorable before any function sees it (`failures["invalid_plan"]`).
+
+    Containment: `SystemExit` (a plug-in's `sys.exit()`) is always contained. `KeyboardInterrupt` is contained
+    when `contain_interrupts` is True; the default (None) decides by process: inside a Ray worker (the scorer
+    actors) it is contained, since nobody types Ctrl-C there and the worker must survive a plug-in that raises
+    it; in a driver process (a script scoring locally) it propagates, so Ctrl-C still stops the program.
     """
 
-    def __init__(self, terms: list[RewardTerm], timeout_s: Optional[float] = None):
+    def __init__(self, terms: list[RewardTerm], timeout_s: Optional[float] = None,
+                 contain_interrupts: Optional[bool] = None):
         if not terms:
             raise RewardError("no reward functions configured")
         self.terms = terms
         self.functions = [resolve_reward(t.name) for t in terms]
         self.timeout_s = timeout_s
+        self.contain_interrupts = in_ray_worker() if contain_interrupts is None else contain_interrupts
         self.failures: dict[str, int] = {t.key: 0 for t in terms}
         self.seconds: dict[str, float] = {t.key: 0.0 for t in terms}
 
     def __call__(self, batch: list[ScoringInput]) -> list[RewardOutcome]:
         outcomes = [RewardOutcome(total=0.0) for _ in batch]
+        valid = []
+        for i, item in enumerate(batch):
+            try:
+                check_plan(item.trajectory, item.interval_s, where=f"sample {i} ({item.scene_token}): trajectory")
+            except ValueError as err:
+                outcomes[i] = RewardOutcome(total=None, error=str(err))
+                self.failures[INVALID_PLAN] = self.failures.get(INVALID_PLAN, 0) + 1
+                continue
+            valid.append(i)
+        scored = [outcomes[i] for i in valid]
+        sub_batch = [batch[i] for i in valid]
         for term, fn in zip(self.terms, self.functions):
-            results, error = self._call(term, fn, batch)
-            for outcome, result in zip(outcomes, results):
+            if not sub_batch:
+                break
+            results, error = self._call(term, fn, sub_batch)
+            for outcome, result in zip(scored, results):
                 if outcome.total is None:
                     continue
                 problem = error or _check_result(result)
@@ -226,7 +269,11 @@ class CompositeReward:
         try:
             with time_limit(self.timeout_s):
                 results = fn(batch, **term.kwargs)
-        except Exception as err:  # a plug-in may raise anything; the sample becomes unscorable, not 0
+        except BaseException as err:  # a plug-in may raise anything; the sample becomes unscorable, not 0
+            if isinstance(err, KeyboardInterrupt) and not self.contain_interrupts:
+                raise  # Ctrl-C in a driver process: stop (see the class docstring)
+            if not isinstance(err, (Exception, SystemExit, KeyboardInterrupt)):
+                raise  # GeneratorExit and the like belong to the interpreter
             logger.warning("reward %s raised %r", term.key, err)
             return [None] * len(batch), f"raised {type(err).__name__}: {err}"
         finally:
@@ -244,6 +291,8 @@ def _is_number(value: Any) -> bool:
 def _check_result(result: Any) -> Optional[str]:
     if result is None:
         return "returned None (unscorable)"
+    if isinstance(result, dict) and result.get("reward") is None and result.get("error"):
+        return f"unscorable: {result['error']}"
     if not isinstance(result, dict) or "reward" not in result:
         return f"returned {type(result).__name__} without a 'reward' key"
     value = result["reward"]

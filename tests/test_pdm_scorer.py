@@ -97,7 +97,7 @@ def test_bad_plans_are_rejected_with_a_clear_error():
     plans[1, 5, 2] = np.inf
     with pytest.raises(PlanError, match=r"plans\[1\] pose 5 is not finite"):
         scorer.score(prepared, plans)
-    with pytest.raises(PlanError, match=r"shape \(G, N, 3\)"):
+    with pytest.raises(PlanError, match=r"plans: expected poses of shape \(8, 3\) .* got shape \(8, 2\)"):
         scorer.score(prepared, np.zeros((8, 2)))
     with pytest.raises(ValueError, match="prepared for v1"):
         PDMScorer("v2").score(prepared, straight_plan())

@@ -70,7 +70,8 @@ def test_negative_shaping_only_applies_to_negative_samples():
 def test_recovery_shaping_compares_on_the_plans_time_grid():
     rec = straight_scene("rec")
     plan_10hz = np.stack([np.arange(1, 41) * 0.1 * 10.0, np.zeros(40), np.zeros(40)], -1)
-    out = resolve_reward("recovery_l2")([item(rec, plan_10hz, interval_s=0.1)])
+    # region "fixed": this correction is the naive continuation itself, so a separation region would be empty
+    out = resolve_reward("recovery_l2")([item(rec, plan_10hz, interval_s=0.1)], region="fixed")
     assert out[0]["reward"] == pytest.approx(1.0)
 
 

@@ -27,7 +27,7 @@ from rewards.pdm.observation import Occupancy, interp_linear, log_replay_occupan
 from rewards.pdm.path import Path, polyline_poses
 from rewards.pdm.pdm_closed import pdm_closed_trajectory
 
-VERSIONS = ("v1", "v2")
+VERSIONS = C.VERSIONS  # defined with the other NAVSIM conventions
 V2_FILTERED = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC")  # columns the human filter may lift
 PDM_CLOSED_STEPS = 51  # cached PDM-Closed: t = 0, 0.1, ..., 5.0 s
 
@@ -140,10 +140,11 @@ class PDMScorer:
         """Score a group of plans (G, N, 3) (or one plan (N, 3)): rear-axle poses at t = interval_s ...
         N * interval_s, in the ego frame at t = 0 (or "scene" frame). Returns one dict per plan with the
         sub-scores (v1: NC DAC TTC EP C DDC_weight0 PDMS; v2: NC DAC DDC TLC EP TTC LK HC EC
-        multiplicative_metrics_prod EPDMS ...) and diagnostics. Raises `PlanError` on bad poses."""
+        multiplicative_metrics_prod EPDMS ...) and diagnostics. Raises `PlanError` (a ValueError) when the plans
+        are not NAVSIM plans (`sim.conventions.check_plan`: N = 4 s / interval_s poses, finite values)."""
         if prepared.version != self.version:
             raise ValueError(f"scene prepared for {prepared.version}, scorer is {self.version}")
-        plans = self._plans(plans, "plans")
+        plans = self._plans(plans, "plans", interval_s)
         states = simulate(prepared.ego, plans, interval_s=interval_s, plan_frame=plan_frame)
         sub = proposals.submetrics(states, prepared.occupancy, prepared.drivable, prepared.centerline,
                                    self.version, history=prepared.history)
@@ -153,18 +154,22 @@ class PDMScorer:
             results.append(self._score_one(prepared, states[g], one, verbose))
         return results
 
-    def _plans(self, plans, what: str) -> np.ndarray:
-        array = np.asarray(plans, dtype=np.float64)
+    def _plans(self, plans, what: str, interval_s: float = C.LOG_INTERVAL_S) -> np.ndarray:
+        """(G, N, 3) float64 plans checked by `sim.conventions.check_plan` (NAVSIM's 4 s at `interval_s`),
+        rounded to float32 when `float32_plans`. Raises `PlanError` naming `what`."""
+        try:
+            array = C.check_plan(plans, interval_s, where=what)
+        except ValueError as err:
+            raise PlanError(str(err)) from err
         if array.ndim == 2:
             array = array[None]
-        if array.ndim != 3 or array.shape[-1] != 3 or array.shape[1] < 1:
-            raise PlanError(f"{what}: expected poses of shape (G, N, 3) or (N, 3), got {array.shape}")
-        bad = ~np.isfinite(array)
-        if bad.any():
-            g, n, _ = np.argwhere(bad)[0]
-            raise PlanError(f"{what}[{g}] pose {n} is not finite: {array[g, n].tolist()}")
         if self.float32_plans:
-            array = array.astype(np.float32).astype(np.float64)
+            with np.errstate(over="ignore"):
+                array = array.astype(np.float32).astype(np.float64)
+            if not np.all(np.isfinite(array)):
+                g, n = np.argwhere(~np.isfinite(array))[0][:2]
+                raise PlanError(f"{what}[{g}] pose {n} overflows float32 (NAVSIM's Trajectory precision): "
+                                f"{np.asarray(plans, dtype=np.float64).reshape(array.shape)[g, n].tolist()}")
         return array
 
     def _score_one(self, prepared: PreparedScene, states: np.ndarray, sub: dict, verbose: bool) -> dict:
