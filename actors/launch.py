@@ -45,6 +45,9 @@ class ActorGroups:
 
     @classmethod
     def launch(cls, cfg: TrainConfig, out_dir: Path) -> "ActorGroups":
+        # Before Ray starts: a placement the sync backend cannot serve is a config error naming the keys.
+        backend, transport = resolve_backend(cfg.weight_sync.backend, cfg.learner.gpus_per_worker,
+                                             cfg.rollout.gpus_per_worker, cfg.rollout.num_workers)
         connect(cfg.ray.address, cfg.ray.num_cpus or local_cpus_needed(cfg))
         timeout = cfg.ray.placement_timeout_s
         l, r, s = cfg.learner, cfg.rollout, cfg.scorer
@@ -53,7 +56,8 @@ class ActorGroups:
         scorer_pg = reserve("scorer", [_bundle(s.cpus_per_worker, 0)] * s.num_workers, timeout)
 
         g = cfg.grpo
-        objective = ObjectiveConfig(g.train_target, r.temperature, g.kl_beta, g.kl_estimator, g.clip_low, g.clip_high)
+        objective = ObjectiveConfig(g.train_target, r.temperature, g.kl_beta, g.kl_estimator, g.clip_low, g.clip_high,
+                                    cache_prefix=l.cache_prefix)
         optim = {"lr": g.lr, "weight_decay": g.weight_decay, "grad_clip": g.grad_clip, "zero_stage": l.zero_stage,
                  "bf16": l.bf16, "bucket_mb": cfg.weight_sync.bucket_mb}
         lora = asdict(l.lora)
@@ -74,7 +78,7 @@ class ActorGroups:
         def make_rollout(rank: int):
             return rollout_cls.options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker,
                                        scheduling_strategy=in_bundle(rollout_pg, rank)).remote(
-                rank, cfg.policy_init, sampling, lora, fault)
+                rank, cfg.policy_init, sampling, lora, fault, bf16=l.bf16)
 
         rollouts = RolloutPool(make_rollout, r.num_workers, max_retries=r.max_retries)
 
@@ -86,7 +90,6 @@ class ActorGroups:
                 rank, terms, s.timeout_s)
 
         scorers = ScorerPool(make_scorer, s.num_workers)
-        backend, transport = resolve_backend(cfg.weight_sync.backend, l.gpus_per_worker, r.gpus_per_worker)
         groups = cls(cfg, learner, rollouts, scorers, backend, transport, [learner_pg, rollout_pg, scorer_pg])
         if backend == "collective":
             groups._setup_collective()

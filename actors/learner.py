@@ -17,9 +17,20 @@ import numpy as np
 import ray
 
 from actors.weight_sync import CollectiveGroup, CollectiveSender, ObjectStoreSender, WeightsPayload
-from rl.grpo.objective import ObjectiveConfig, TrainingSample, batch_normalisers, micro_batch_loss
+from rl.grpo.objective import (ObjectiveConfig, batch_normalisers, micro_batch_loss, micro_batch_prefix,
+                               prefix_cache_applies)
+from rl.records import TrainingSample
 
 logger = logging.getLogger(__name__)
+
+
+def check_zero_stage(stage: int) -> None:
+    """The learner runs ZeRO stages 0-2. Stage 3 partitions parameters and gathers them only inside module
+    forwards, while the policy reads some outside one (the expert's velocity field and waypoint embedding) and
+    holds bf16 and fp32 parameters together, which stage 3 does not support; it is refused up front."""
+    if stage not in (0, 1, 2):
+        raise ValueError(f"learner.zero_stage={stage}: the GRPO learner supports ZeRO stages 0, 1 and 2 (stage 3 "
+                         "partitions the weights that weight sync and export read); use learner.zero_stage=2")
 
 
 class Learner:
@@ -40,7 +51,10 @@ class Learner:
         self.micro_batch_size = micro_batch_size
         self.updates_per_step = updates_per_step
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.policy = SpanVLAPolicy.load(policy_dir, device=device)
+        check_zero_stage(optim.get("zero_stage", 1))
+        # The precision contract (SpanVLAPolicy): the VLM in bf16 under learner.bf16, the expert in fp32; set
+        # before the reference copy and the adapters so they share it (the rollout copies do the same).
+        self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(bool(optim.get("bf16", False)))
         target = objective.train_target
         self.lora_enabled = bool(lora.get("enabled"))
         self._frozen_expert = None
@@ -65,17 +79,25 @@ class Learner:
         if target in ("expert", "joint"):
             for p in self.policy.expert.parameters():
                 p.requires_grad_(True)
-        self.policy.train()
+        # Dropout off (eval mode) in the learner's log-prob forward too: it then equals the sampler's, so the
+        # first update's ratio is exactly 1 (LoRA dropout is a no-op in GRPO; peft applies it in train mode).
+        self.policy.eval()
         self.optim = optim
         self.engine = None
+        self._rendezvous_sockets: dict = {}  # port -> listening socket handed out by `address`
         self._sender = ObjectStoreSender(optim.get("bucket_mb", 64.0))
         self.updates = 0
 
     def address(self) -> tuple[str, int]:
-        """This node's address and a free port on it (rank 0's become the DeepSpeed rendezvous)."""
-        from rl.deepspeed_engine import free_port
+        """This node's address and a port listening on it alone (rank 0's become a rendezvous: the DeepSpeed
+        group's, or the weight-sync group's). The socket is kept until the group that uses the port is made."""
+        from rl.process_group import bind_rendezvous
 
-        return ray.util.get_node_ip_address(), free_port()
+        host = ray.util.get_node_ip_address()
+        sock = bind_rendezvous(host)
+        port = sock.getsockname()[1]
+        self._rendezvous_sockets[port] = sock
+        return host, port
 
     def init_engine(self, master_addr: str, master_port: int) -> int:
         """Join the DeepSpeed job (every rank at once: the rendezvous waits for all of them)."""
@@ -87,6 +109,7 @@ class Learner:
             zero_stage=o.get("zero_stage", 1), micro_batch_size=self.micro_batch_size,
             grad_clip=o.get("grad_clip", 1.0), bf16=o.get("bf16", False), managed_accumulation=False,
             rank=self.rank, world_size=self.world_size, master_addr=master_addr, master_port=master_port,
+            listen_socket=self._rendezvous_sockets.pop(master_port, None),
         )
         return self.rank
 
@@ -99,6 +122,9 @@ class Learner:
         from rl.policy.lora import lora_disabled
 
         expert = self.policy.expert
+        # peft's enable_adapters(True) marks every adapter trainable again; frozen adapters (train_target expert)
+        # must stay frozen: they are left out of weight sync, and the cached prefix relies on them not moving.
+        adapter_flags = [(p, p.requires_grad) for n, p in self.policy.named_parameters() if ".lora_" in n]
         if self._frozen_expert is not None:
             self.policy.expert = self._frozen_expert
         try:
@@ -106,6 +132,8 @@ class Learner:
                 yield ref
         finally:
             self.policy.expert = expert
+            for p, flag in adapter_flags:
+                p.requires_grad_(flag)
 
     # --- update -------------------------------------------------------------------------------------------
     def update(self, shard: list[TrainingSample], normalisers: dict[str, float]) -> dict[str, float]:
@@ -116,21 +144,36 @@ class Learner:
 
         start = time.perf_counter()
         micro = [shard[i : i + self.micro_batch_size] for i in range(0, len(shard), self.micro_batch_size)]
+        # expert: the frozen VLM runs once per sample this step; its sparse K/V serve the policy's and the
+        # reference's flow log-probs in every update, and are dropped when the step ends (nothing is shipped).
+        prefixes = [None] * len(micro)
+        cached = prefix_cache_applies(self.objective)
+        if cached:
+            from rl.policy.training import check_vlm_frozen
+
+            check_vlm_frozen(self.policy)  # policy and reference then read the same VLM (LoRA adapters are zero)
+            prefixes = [micro_batch_prefix(self.policy, chunk) for chunk in micro]
+        prefix_s = time.perf_counter() - start
+        prefix_mb = sum(p.nbytes for p in prefixes if p is not None) / 2**20
         for _ in range(self.updates_per_step):
             sums: dict[str, float] = {}
-            for chunk in micro:
+            for chunk, prefix in zip(micro, prefixes):
                 loss, metrics = micro_batch_loss(self.policy, chunk, self.objective, normalisers, self.world_size,
-                                                 self._reference)
+                                                 self._reference, prefix=prefix)
                 self.engine.backward(loss, scale_wrt_gas=False)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value * len(chunk)
             self.engine.step()
             self.updates += 1
+        del prefixes
         grad_norm = self.engine.get_global_grad_norm()
         out = {f"train/{k}": v / max(len(shard), 1) for k, v in sums.items()}
         out["train/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         out["train/micro_batches"] = float(len(micro))
         out["train/optimizer_steps"] = float(self.updates_per_step)
+        out["train/prefix_cached"] = float(cached)
+        out["train/prefix_cache_mb"] = prefix_mb
+        out["timing/prefix_s"] = prefix_s if cached else 0.0
         out["timing/learner_rank_s"] = time.perf_counter() - start
         if torch.cuda.is_available():
             out["train/gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
@@ -138,12 +181,20 @@ class Learner:
 
     # --- weights ------------------------------------------------------------------------------------------
     def sync_tensors(self) -> dict:
-        """The tensors rollout copies need: every parameter the learner trains (adapters, expert, LM)."""
-        return {name: p.detach() for name, p in self.policy.named_parameters() if p.requires_grad}
+        """The tensors rollout copies need: every parameter the learner trains (adapters, expert, LM). A
+        partitioned (ZeRO-3) parameter is an error, never an empty tensor sent (see `check_zero_stage`)."""
+        named = {name: p for name, p in self.policy.named_parameters() if p.requires_grad}
+        for name, p in named.items():
+            full = getattr(p, "ds_numel", p.numel())
+            if full != p.numel() or p.numel() == 0:
+                raise RuntimeError(f"weight sync: {name} holds {p.numel()} of its {full} elements on this rank "
+                                   "(partitioned parameters; learner.zero_stage must be 0, 1 or 2)")
+        return {name: p.detach() for name, p in named.items()}
 
     def setup_collective(self, backend: str, master_addr: str, master_port: int, world_size: int) -> bool:
-        self._sender = CollectiveSender(CollectiveGroup(backend, master_addr, master_port, 0, world_size),
-                                        self.optim.get("bucket_mb", 64.0))
+        group = CollectiveGroup(backend, master_addr, master_port, 0, world_size,
+                                listen=self._rendezvous_sockets.pop(master_port, None))
+        self._sender = CollectiveSender(group, self.optim.get("bucket_mb", 64.0))
         return True
 
     def sync_manifest(self, version: int):

@@ -30,10 +30,28 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, runti
         logger.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
-    logger.info("starting a local Ray (num_cpus=%s)", num_cpus)
+    start_local_cluster(num_cpus, runtime_env=runtime_env)
+
+
+def start_local_cluster(num_cpus: Optional[int] = None, runtime_env: Optional[dict] = None,
+                        log_to_driver: bool = True) -> None:
+    """A new single-machine Ray whose every port (GCS, raylet, object manager, workers, dashboard agent, runtime
+    env agent, metrics) listens on 127.0.0.1 only; no dashboard.
+
+    Ray 2.60 replaces a loopback `_node_ip_address` with the machine's network address, unless its
+    single-machine mode is on (the switch Ray names RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; Ray reads it when it is
+    imported, hence the module attribute too). With the network address, its servers listen on that address or
+    on all interfaces. A local cluster is single-machine by definition, so the switch is set for this process
+    and the processes it starts; `connect(address)` to a real cluster never sets it.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    logger.info("starting a local Ray on 127.0.0.1 (num_cpus=%s)", num_cpus)
     # address="local": always a new cluster (a bare ray.init() would join any cluster this machine runs).
     ray.init(address="local", num_cpus=num_cpus, num_gpus=0 if _no_gpus() else None, _node_ip_address="127.0.0.1",
-             include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+             include_dashboard=False, runtime_env=runtime_env, log_to_driver=log_to_driver)
 
 
 def _no_gpus() -> bool:

@@ -19,33 +19,10 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.weight_sync import CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, WeightsPayload, load_into_module
+from rl.records import GroupRequest, GroupRollout  # noqa: F401  (the records this actor takes and returns)
 from sim.scene import Scene
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GroupRequest:
-    """One group to sample: the scene, its index in the step and its sampling seed."""
-
-    step: int
-    group_id: int
-    scene: Scene
-    seed: int
-
-
-@dataclass
-class GroupRollout:
-    """A sampled group (`rl.policy.GroupSample`) with the policy version it was sampled with."""
-
-    step: int
-    group_id: int
-    scene_token: str
-    sample_type: str
-    policy_version: int
-    worker_rank: int
-    group: object  # rl.policy.GroupSample
-    seconds: float
 
 
 @dataclass
@@ -70,7 +47,9 @@ class RolloutWorker:
     """Holds an inference copy of the policy (same structure as the learner's, LoRA included) and samples groups."""
 
     def __init__(self, rank: int, policy_dir: str, sampling: SamplingOptions, lora: Optional[dict] = None,
-                 fault: Optional[FaultInjection] = None, num_threads: int = 1):
+                 fault: Optional[FaultInjection] = None, num_threads: int = 1, bf16: bool = False):
+        """bf16: hold the VLM in bf16 as the learner does under `learner.bf16` (the expert stays fp32), so the
+        recorded log-probabilities are the learner's."""
         import torch
 
         from rl.policy import SpanVLAPolicy
@@ -81,9 +60,12 @@ class RolloutWorker:
         self.sampling = sampling
         self.fault = fault or FaultInjection()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.policy = SpanVLAPolicy.load(policy_dir, device=device).eval()
+        self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(bf16)
         if lora and lora.get("enabled"):
             apply_lora(self.policy, lora)
+        # After the adapters exist: their dropout modules are created in training mode, and a sample must come
+        # from the same (dropout-free) distribution whose log-probabilities it records.
+        self.policy.eval()
         self.policy_version = 0
         self._receiver = ObjectStoreReceiver()
 
@@ -147,7 +129,13 @@ class _WorkerSlot:
 
 class RolloutPool:
     """M rollout workers. `sample` streams groups back as they finish; a worker that dies is replaced and its
-    groups are re-sent (at most `max_retries` times per group)."""
+    groups are re-sent (at most `max_retries` times per group).
+
+    Weights and samples do not interleave: `load_weights` refuses to run while a `sample` stream is open (a
+    load queued on a worker behind its sample calls would run between two groups of one step, and the step
+    would mix policy versions). Callers, such as the driver's asynchronous mode, finish the stream first. The
+    one exception is a replacement's own load inside the stream, which brings the new worker to the version
+    every other worker holds."""
 
     def __init__(self, make_worker, num_workers: int, max_retries: int = 2, max_in_flight: int = 2):
         """make_worker(rank) -> an actor handle (placed by the caller)."""
@@ -157,6 +145,8 @@ class RolloutPool:
         self.max_in_flight = max_in_flight
         self._latest_payload: Optional[WeightsPayload] = None
         self.replacements = 0
+        self._open_streams = 0  # `sample` generators not yet exhausted or closed
+        self._replacing = False
         # Called after a replacement instead of re-sending the latest payload (a collective weight-sync group
         # must be re-formed with the new worker, then the weights broadcast again).
         self.on_replace = None
@@ -167,7 +157,11 @@ class RolloutPool:
         return [s.handle for s in self.slots]
 
     def load_weights(self, payload: WeightsPayload) -> list[int]:
-        """Push weights to every worker and wait; the payload is kept for replacements."""
+        """Push weights to every worker and wait; the payload is kept for replacements. Raises RuntimeError while
+        a `sample` stream is open (outside a replacement)."""
+        if self._open_streams and not self._replacing:
+            raise RuntimeError("weights pushed to the rollout workers while groups are being sampled: finish the "
+                               "step's sampling first, or its groups would mix policy versions")
         self._latest_payload = payload
         return ray.get([s.handle.load_weights.remote(payload) for s in self.slots])
 
@@ -180,13 +174,24 @@ class RolloutPool:
         slot.handle = self._make_worker(slot.rank)
         ray.get(slot.handle.ready.remote())
         self.replacements += 1
-        if self.on_replace is not None:
-            self.on_replace()
-        elif self._latest_payload is not None:
-            ray.get(slot.handle.load_weights.remote(self._latest_payload))
+        self._replacing = True
+        try:
+            if self.on_replace is not None:
+                self.on_replace()
+            elif self._latest_payload is not None:
+                ray.get(slot.handle.load_weights.remote(self._latest_payload))
+        finally:
+            self._replacing = False
 
     def sample(self, requests: list[GroupRequest]) -> Iterator[GroupRollout]:
         """Yield a `GroupRollout` per request, in completion order."""
+        self._open_streams += 1
+        try:
+            yield from self._stream(requests)
+        finally:
+            self._open_streams -= 1
+
+    def _stream(self, requests: list[GroupRequest]) -> Iterator[GroupRollout]:
         pending = deque(requests)
         retries = {r.group_id: 0 for r in requests}
         remaining = len(requests)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -17,35 +16,10 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from rewards.registry import CompositeReward, RewardTerm, ScoringInput
+from rl.records import GroupScores, ScoreRequest  # noqa: F401  (the records this actor takes and returns)
 from sim.scene import Scene
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreRequest:
-    """The G sampled trajectories of one scene and their reasoning."""
-
-    scene: Scene
-    trajectories: np.ndarray  # (G, N, 3) ego frame
-    reasoning: list[str]
-    modes: list[str]
-    interval_s: float = 0.5
-
-
-@dataclass
-class GroupScores:
-    """Per sample: the total reward (NaN = unscorable), the components, and why a sample failed."""
-
-    totals: np.ndarray  # (G,)
-    components: list[dict[str, float]]
-    errors: list[Optional[str]]
-    seconds: float = 0.0
-    failures_by_term: dict = field(default_factory=dict)
-
-    @property
-    def num_unscorable(self) -> int:
-        return int(np.isnan(self.totals).sum())
 
 
 class ScorerWorker:
@@ -115,7 +89,8 @@ class ScorerPool:
             except (RayActorError, RayTaskError) as err:
                 logger.error("scoring scene %s failed in the scorer worker: %s", request.scene.token, err)
                 n = len(request.trajectories)
-                out.append(GroupScores(np.full(n, np.nan), [{} for _ in range(n)], [f"scorer worker failed: {err}"] * n))
+                out.append(GroupScores(np.full(n, np.nan), [{} for _ in range(n)], [f"scorer worker: failed: {err}"] * n,
+                                       failures_by_term={"scorer worker": n}))
         return out
 
     def evaluate(self, items: list[tuple[Scene, np.ndarray]], version: str, interval_s: float = 0.5) -> list:

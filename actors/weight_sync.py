@@ -9,7 +9,9 @@ policy version; each rollout worker pulls them into its own model. Backends (a s
   GPUs, gloo on CPU) over which rank 0 broadcasts the buckets; the choice for GPU clusters. It is a separate
   group from the learner's own DeepSpeed group.
 
-`auto` picks `collective` with NCCL when the learner and the rollout workers have GPUs, `object_store` otherwise.
+`auto` picks `collective` with NCCL when learner rank 0 and every rollout worker hold GPUs of their own,
+`object_store` otherwise (no GPUs, or fractional GPUs that ranks may share: NCCL rejects two ranks on one
+device); see `resolve_backend` for the table.
 Weights travel as raw bytes, so any dtype (bf16 included) arrives bit-identical.
 """
 from __future__ import annotations
@@ -62,6 +64,9 @@ def plan_buckets(named: dict[str, torch.Tensor], version: int, bucket_bytes: int
     specs, sizes = [], [0]
     for name in sorted(named):
         t = named[name]
+        if t.numel() == 0:
+            raise ValueError(f"weight sync: {name} is empty (shape {tuple(t.shape)}); a partitioned parameter "
+                             "must be gathered before it is sent")
         nbytes = t.numel() * t.element_size()
         if sizes[-1] > 0 and sizes[-1] + nbytes > bucket_bytes:
             sizes.append(0)
@@ -76,6 +81,8 @@ def pack_buckets(named: dict[str, torch.Tensor], manifest: WeightsManifest) -> l
     buckets = [torch.empty(size, dtype=torch.uint8, device=device) for size in manifest.bucket_sizes]
     for spec in manifest.specs:
         flat = named[spec.name].detach().contiguous().reshape(-1).view(torch.uint8)
+        if flat.numel() != spec.nbytes:
+            raise ValueError(f"weight sync: {spec.name} has {flat.numel()} bytes, the manifest {spec.nbytes}")
         buckets[spec.bucket][spec.offset : spec.offset + spec.nbytes].copy_(flat)
     return buckets
 
@@ -147,15 +154,25 @@ class CollectiveGroup:
     Rank 0 is the learner; ranks 1..M are rollout workers. backend: "nccl" (GPUs) or "gloo" (CPU).
     """
 
-    def __init__(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int, timeout_s: float = 300.0):
+    def __init__(self, backend: str, master_addr: str, master_port: int, rank: int, world_size: int, timeout_s: float = 300.0,
+                 listen=None):
+        """Rank 0 serves the rendezvous on master_addr:master_port (on `listen`, the socket bound when the port was
+        handed out, if given); nothing listens beyond the rendezvous network (rl/process_group.py)."""
+        import ray
         import torch.distributed as dist
+
+        from rl.process_group import gloo_device, is_loopback, tcp_store
 
         self.backend, self.rank, self.world_size = backend, rank, world_size
         timeout = timedelta(seconds=timeout_s)
-        store = dist.TCPStore(master_addr, master_port, world_size, is_master=(rank == 0), timeout=timeout)
+        store = tcp_store(master_addr, master_port, rank, world_size, timeout, listen if rank == 0 else None)
         prefixed = dist.PrefixStore("weight_sync", store)
         if backend == "gloo":
-            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+            own_host = master_addr if rank == 0 or is_loopback(master_addr) else ray.util.get_node_ip_address()
+            options = dist.ProcessGroupGloo._Options()
+            options._timeout = timeout
+            options._devices = [gloo_device(own_host)]
+            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, options)
         elif backend == "nccl":
             self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size)
         else:
@@ -203,17 +220,48 @@ class CollectiveReceiver:
 SYNC_BACKENDS = ("auto", "object_store", "collective")
 
 
-def resolve_backend(backend: str, learner_gpus: float, rollout_gpus: float) -> tuple[str, Optional[str]]:
-    """(backend, collective transport) for a configured backend name.
+def may_share_gpu(learner_gpus: float, rollout_gpus: float, rollout_workers: int) -> bool:
+    """Whether Ray may put two ranks of the sync group (learner rank 0 and the rollout workers) on one GPU:
+    fractional requests are packed onto a GPU while they fit (e.g. learner 0.5 + rollout 0.5, or two rollout
+    workers at 0.5); a whole-GPU request never shares."""
+    learner_shares = 0 < learner_gpus < 1 and 0 < rollout_gpus < 1 and learner_gpus + rollout_gpus <= 1
+    rollouts_share = 0 < rollout_gpus <= 0.5 and rollout_workers >= 2
+    return learner_shares or rollouts_share
 
-    `auto`: collective over NCCL when both sides have GPUs, otherwise the object store.
-    `collective`: NCCL when both sides have GPUs, gloo otherwise (the CPU path of the same code).
+
+def resolve_backend(backend: str, learner_gpus: float, rollout_gpus: float,
+                    rollout_workers: int = 1) -> tuple[str, Optional[str]]:
+    """(backend, collective transport) for `weight_sync.backend` and the placement: GPUs per learner rank
+    (`learner.gpus_per_worker`), per rollout worker (`rollout.gpus_per_worker`), `rollout.num_workers`.
+    A pure function of those numbers:
+
+    | placement                                   | auto                 | collective        |
+    |---------------------------------------------|----------------------|-------------------|
+    | no GPU on one side or both                  | object_store         | collective, gloo  |
+    | GPUs on both, no two sync ranks on one GPU  | collective, nccl     | collective, nccl  |
+    | GPUs on both, ranks may share a GPU (< 1)   | object_store         | error             |
+
+    NCCL refuses two ranks on one device, so ranks that share a GPU exchange weights through the object store
+    (host memory; CUDA IPC is not implemented). `object_store` is always accepted. Raises ValueError naming the
+    keys for an unknown backend, a negative GPU count, a fraction above 1 (Ray takes whole GPUs there), or
+    `collective` where ranks may share a GPU.
     """
     if backend not in SYNC_BACKENDS:
         raise ValueError(f"weight_sync.backend must be one of {SYNC_BACKENDS}, got {backend!r}")
+    for key, value in (("learner.gpus_per_worker", learner_gpus), ("rollout.gpus_per_worker", rollout_gpus)):
+        if value < 0 or (value > 1 and value != int(value)):
+            raise ValueError(f"{key}={value:g}: expected 0, a fraction of one GPU, or a whole number of GPUs")
+    if rollout_workers < 1:
+        raise ValueError(f"rollout.num_workers={rollout_workers}: must be >= 1")
+    if backend == "object_store":
+        return "object_store", None
     gpus = learner_gpus > 0 and rollout_gpus > 0
+    shared = gpus and may_share_gpu(learner_gpus, rollout_gpus, rollout_workers)
     if backend == "auto":
-        return ("collective", "nccl") if gpus else ("object_store", None)
-    if backend == "collective":
-        return "collective", ("nccl" if gpus else "gloo")
-    return "object_store", None
+        return ("collective", "nccl") if gpus and not shared else ("object_store", None)
+    if shared:
+        raise ValueError(
+            f"weight_sync.backend=collective with learner.gpus_per_worker={learner_gpus:g}, rollout.gpus_per_worker="
+            f"{rollout_gpus:g} and rollout.num_workers={rollout_workers}: Ray may place two sync ranks on one GPU, "
+            "which NCCL rejects; use weight_sync.backend=auto (the object store there) or whole GPUs per worker")
+    return "collective", ("nccl" if gpus else "gloo")

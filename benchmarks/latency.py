@@ -7,6 +7,13 @@ Per scene: prefill; reasoning decode; trajectory generation by (a) action tokens
 and (b) the flow expert (5 Euler steps) reading every second VLM layer, at 10 points (0.5 s) and at 50
 points (0.1 s); then the expert alone reading every layer, every second, every fourth, the last only.
 
+The expert's suffix layout: SpanVLA's rows use one expert token per 0.5 s of plan
+(`policy.expert.waypoints_per_token` = 1 at 10 points, 5 at 50 points: 10 waypoint tokens either way); the
+same run also times the one-token-per-point layout (k = 1: 50 tokens at 50 points) and k = 2 / 10 (5 tokens),
+and reports the ratios of both layouts. The bound on the total: with prefill p and per-token decode d (measured
+on the AR side, 23 + 52 steps), AR / SpanVLA <= (p + 75 d) / (p + 15 d) at 50 points (and (p + 35 d) /
+(p + 15 d) at 10) even for an expert that takes no time; both are reported.
+
 Token counts are the paper's (Table 4), counted as decode steps including the format's structural tokens:
 AR reasoning 23 steps (`<think>`, 20 text tokens, `</think>`, `<answer>`), AR trajectory 12 / 52 steps
 (action tokens and `</answer>`); SpanVLA reasoning 15 steps (`<think>`, 11 text tokens, `</think>`,
@@ -51,6 +58,8 @@ PAPER_RATIOS = {"trajectory_10": 5.0, "trajectory_50": 21.0, "total_10": 1.9, "t
 AR_REASONING_STEPS, SPAN_REASONING_STEPS = 23, 15
 AR_TRAJECTORY_STEPS = {10: 12, 50: 52}
 HORIZONS = {10: 0.5, 50: 0.1}
+TOKEN_SPAN_S = 0.5  # SpanVLA's layout: one expert token per 0.5 s of plan, whatever the point spacing
+LAYOUTS = {10: (1, 2), 50: (1, 5, 10)}  # waypoints per expert token timed at each horizon
 KV_VARIANTS = {"every layer": (1, 0), "interval 2": (2, 1), "interval 4": (4, 3), "last layer": None}
 
 
@@ -76,8 +85,14 @@ def timed(device, fn):
     return out, time.perf_counter() - start
 
 
-def make_expert(policy: SpanVLAPolicy, horizon: int, kv: tuple | None) -> ActionExpert:
-    cfg = replace(policy.config.expert, horizon=horizon, interval_s=HORIZONS[horizon])
+def design_k(horizon: int) -> int:
+    """Waypoints per expert token of SpanVLA's rows: 0.5 s of plan per token (1 at 10 points, 5 at 50)."""
+    return max(1, round(TOKEN_SPAN_S / HORIZONS[horizon]))
+
+
+def make_expert(policy: SpanVLAPolicy, horizon: int, kv: tuple | None, k: int | None = None) -> ActionExpert:
+    cfg = replace(policy.config.expert, horizon=horizon, interval_s=HORIZONS[horizon],
+                  waypoints_per_token=design_k(horizon) if k is None else k)
     if kv is None:
         cfg = replace(cfg, kv_layers=[-1])
     else:
@@ -96,7 +111,7 @@ def decode(policy, cache, logits, inputs, positions, mode: str, reasoning_text_t
     return generate(policy.vlm, policy.tokenizer, cache, logits, inputs.attention_mask, positions.next_position, options)
 
 
-def run_scene(policy, scene, experts, variant_experts) -> dict:
+def run_scene(policy, scene, experts, variant_experts, layout_experts) -> dict:
     device = policy.device
     row: dict = {}
     (inputs, positions, cache, logits), row["prefill_s"] = timed(device, lambda: prefill(policy, [scene]))
@@ -107,6 +122,8 @@ def run_scene(policy, scene, experts, variant_experts) -> dict:
     row["span_reasoning_s"] = decoded.reasoning_s
     for n, expert in experts.items():
         _, row[f"span_trajectory_{n}_s"] = timed(device, lambda e=expert: expert_trajectory(e, span_cache, decoded, inputs))
+    for (n, k), expert in layout_experts.items():
+        _, row[f"span_trajectory_{n}_k{k}_s"] = timed(device, lambda e=expert: expert_trajectory(e, span_cache, decoded, inputs))
     for (name, n), expert in variant_experts.items():
         _, row[f"expert_{name}_{n}_s"] = timed(device, lambda e=expert: expert_trajectory(e, span_cache, decoded, inputs))
     # (a) AR tokens: 23 reasoning steps, then 12 / 52 action-token steps with the KV cache.
@@ -123,7 +140,7 @@ def run_scene(policy, scene, experts, variant_experts) -> dict:
 
 def summarise(rows: list[dict]) -> dict:
     med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-    out = {"median_s": med, "ratios": {}, "totals_s": {}}
+    out = {"median_s": med, "ratios": {}, "totals_s": {}, "layouts": {}}
     ar_reasoning = statistics.median([med["ar_reasoning_10_s"], med["ar_reasoning_50_s"]])
     for n in (10, 50):
         ar_total = med["prefill_s"] + ar_reasoning + med[f"ar_trajectory_{n}_s"]
@@ -131,8 +148,36 @@ def summarise(rows: list[dict]) -> dict:
         out["totals_s"][f"ar_{n}"], out["totals_s"][f"span_{n}"] = ar_total, span_total
         out["ratios"][f"trajectory_{n}"] = med[f"ar_trajectory_{n}_s"] / med[f"span_trajectory_{n}_s"]
         out["ratios"][f"total_{n}"] = ar_total / span_total
+        # The one-token-per-point layout (the expert before `waypoints_per_token`), from the same run.
+        out["ratios"][f"trajectory_{n}_one_token_per_point"] = med[f"ar_trajectory_{n}_s"] / med[f"span_trajectory_{n}_k1_s"]
+        out["ratios"][f"total_{n}_one_token_per_point"] = ar_total / (
+            med["prefill_s"] + med["span_reasoning_s"] + med[f"span_trajectory_{n}_k1_s"])
+        for k in LAYOUTS[n]:  # every timed layout, the design's included (timed twice: the two agree)
+            e = med[f"span_trajectory_{n}_k{k}_s"]
+            span_k = med["prefill_s"] + med["span_reasoning_s"] + e
+            out["layouts"][f"{n}_k{k}"] = {"points": n, "waypoints_per_token": k, "expert_tokens": -(-n // k),
+                                           "trajectory_s": e, "total_s": span_k,
+                                           "trajectory_ratio": med[f"ar_trajectory_{n}_s"] / e,
+                                           "total_ratio": ar_total / span_k}
     out["ratios"]["reasoning"] = ar_reasoning / med["span_reasoning_s"]
     out["ar_reasoning_s"] = ar_reasoning
+    out["bound"] = total_bound(med)
+    return out
+
+
+def total_bound(med: dict) -> dict:
+    """The ceiling on AR / SpanVLA in total that the expert cannot lift: prefill p and per-token decode d
+    (AR reasoning + action tokens at 50 points over their 75 steps), the expert's time e set to 0."""
+    p = med["prefill_s"]
+    d = (med["ar_reasoning_50_s"] + med["ar_trajectory_50_s"]) / (AR_REASONING_STEPS + AR_TRAJECTORY_STEPS[50])
+    out = {"prefill_s": p, "decode_per_token_s": d,
+           "span_decode_per_token_s": med["span_reasoning_s"] / SPAN_REASONING_STEPS}
+    for n, steps in AR_TRAJECTORY_STEPS.items():
+        ar, span = p + (AR_REASONING_STEPS + steps) * d, p + SPAN_REASONING_STEPS * d
+        out[f"total_{n}_expert_free"] = ar / span  # (p + 75 d) / (p + 15 d) at 50 points
+        out[f"total_{n}_measured_expert"] = ar / (span + med[f"span_trajectory_{n}_s"])
+    # What d the paper's ratio would need at this prefill: (p + 75 d) / (p + 15 d) = 3.8 -> d = 2.8 p / 18.
+    out["decode_per_token_s_for_3.8x"] = (PAPER_RATIOS["total_50"] - 1) * p / (75 - 15 * PAPER_RATIOS["total_50"])
     return out
 
 
@@ -147,11 +192,25 @@ def print_table(args, policy, summary, variant_layers) -> None:
     print(f"{'reasoning (23 vs 15 steps)':34s} {ms(summary['ar_reasoning_s'])} {ms(med['span_reasoning_s'])}"
           f" {ratio['reasoning']:6.2f}x {0.76 / 0.50:6.2f}x")
     for n in (10, 50):
-        print(f"{f'trajectory {n} pts ({AR_TRAJECTORY_STEPS[n]} tok vs 5 steps)':34s} {ms(med[f'ar_trajectory_{n}_s'])}"
+        k = design_k(n)
+        label = f'trajectory {n} pts ({AR_TRAJECTORY_STEPS[n]} vs {-(-n // k)} tok x 5)'
+        print(f"{label:34s} {ms(med[f'ar_trajectory_{n}_s'])}"
               f" {ms(med[f'span_trajectory_{n}_s'])} {ratio[f'trajectory_{n}']:6.2f}x {PAPER_RATIOS[f'trajectory_{n}']:6.2f}x")
         print(f"{f'total {n} pts':34s} {ms(tot[f'ar_{n}'])} {ms(tot[f'span_{n}'])} {ratio[f'total_{n}']:6.2f}x"
               f" {PAPER_RATIOS[f'total_{n}']:6.2f}x")
-    print("\nexpert alone (5 Euler steps), by the VLM layers it reads")
+    print("\nsuffix layouts (5 Euler steps, interval 2): waypoints per expert token k -> expert tokens")
+    print(f"{'layout':34s} {'trajectory':>11s} {'ratio':>7s} {'total':>11s} {'ratio':>7s}")
+    for key, lay in summary["layouts"].items():
+        label = f"{lay['points']} pts, k = {lay['waypoints_per_token']} ({lay['expert_tokens']} tokens)"
+        print(f"{label:34s} {ms(lay['trajectory_s'])} {lay['trajectory_ratio']:6.2f}x {ms(lay['total_s'])}"
+              f" {lay['total_ratio']:6.2f}x")
+    b = summary["bound"]
+    print(f"\nbound on the total: p = {ms(b['prefill_s'])}, d = {ms(b['decode_per_token_s'])} per token"
+          f" (SpanVLA's reasoning: {ms(b['span_decode_per_token_s'])});"
+          f" expert-free (p + 75 d) / (p + 15 d) = {b['total_50_expert_free']:.2f}x at 50 pts,"
+          f" (p + 35 d) / (p + 15 d) = {b['total_10_expert_free']:.2f}x at 10 pts;"
+          f" 3.8x needs d >= {ms(b['decode_per_token_s_for_3.8x'])} at this p")
+    print(f"\nexpert alone (5 Euler steps, k = {design_k(10)} / {design_k(50)}), by the VLM layers it reads")
     print(f"{'layers read':34s} {'10 points':>11s} {'50 points':>11s}")
     for name, layers in variant_layers.items():
         print(f"{f'{name} ({len(layers)}: {layers})':34s} {ms(med[f'expert_{name}_10_s'])} {ms(med[f'expert_{name}_50_s'])}")
@@ -185,11 +244,12 @@ def main(argv=None) -> int:
     experts = {n: make_expert(policy, n, (2, 1)) for n in HORIZONS}
     variant_experts = {(name, n): make_expert(policy, n, kv) for name, kv in KV_VARIANTS.items() for n in HORIZONS}
     variant_layers = {name: variant_experts[(name, 10)].kv_layers for name in KV_VARIANTS}
+    layout_experts = {(n, k): make_expert(policy, n, (2, 1), k) for n, ks in LAYOUTS.items() for k in ks}
     for i in range(args.warmup):
-        run_scene(policy, make_scene(1000 + i), experts, variant_experts)
+        run_scene(policy, make_scene(1000 + i), experts, variant_experts, layout_experts)
     rows = []
     for i in range(args.scenes):
-        runs = [run_scene(policy, make_scene(i), experts, variant_experts) for _ in range(args.repeats)]
+        runs = [run_scene(policy, make_scene(i), experts, variant_experts, layout_experts) for _ in range(args.repeats)]
         rows.append({key: min(run[key] for run in runs) for key in runs[0]})
     summary = summarise(rows)
     print_table(args, policy, summary, variant_layers)
@@ -198,6 +258,7 @@ def main(argv=None) -> int:
                   "scenes": args.scenes, "repeats": args.repeats, "vlm_parameters": sum(p.numel() for p in policy.vlm.parameters()),
                   "steps": {"ar_reasoning": AR_REASONING_STEPS, "span_reasoning": SPAN_REASONING_STEPS,
                             "ar_trajectory": AR_TRAJECTORY_STEPS, "flow_steps": policy.config.expert.num_steps},
+                  "waypoints_per_token": {n: design_k(n) for n in HORIZONS},
                   "expert_layers": variant_layers, **summary, "paper_seconds": PAPER_SECONDS, "paper_ratios": PAPER_RATIOS,
                   "per_scene_s": rows}
         with open(args.out, "w") as f:

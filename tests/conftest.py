@@ -17,9 +17,10 @@ def ray_cluster():
     """A real local Ray (started once per session; ~6 s), over-committing CPUs so every actor fits."""
     import ray
 
+    from actors.placement import start_local_cluster
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=8, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 log_to_driver=False)
+        start_local_cluster(num_cpus=8, log_to_driver=False)  # loopback only, as every local run
     yield ray
     ray.shutdown()
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from policy_scenes import make_policy_scene, tiny_policy
-from rl.policy.checkpoint import CheckpointError
+from rl.policy.policy_dir import CheckpointError
 from rl.policy.config import BackboneConfig, PolicyConfig
 from rl.policy.policy import SpanVLAPolicy
 

@@ -8,7 +8,7 @@ import torch
 from policy_scenes import make_policy_scene, tiny_policy
 from rl.policy.backbone import cache_layer_kv
 from rl.policy.config import ExpertConfig, PolicyConfig, PolicyConfigError
-from rl.policy.expert import resolve_kv_layers, rotary_cos_sin, rotate, rotation_matrices
+from rl.policy.expert import ActionExpert, resolve_kv_layers, rotary_cos_sin, rotate, rotation_matrices
 from rl.policy.flow import draw_start
 from rl.policy.inference import prefill
 from rl.policy.policy import SpanVLAPolicy
@@ -138,3 +138,148 @@ def test_any_horizon(horizon, interval):
     assert np.isfinite(result.trajectories).all()
     tokens = policy.plan([make_policy_scene(4)], action_source="tokens")
     assert tokens.trajectories.shape == (1, horizon, 3)
+
+
+# --- several poses per expert token ---------------------------------------------------------------------------
+def _geometry(policy):
+    from rl.policy.backbone import attention_geometry
+
+    return attention_geometry(policy.vlm)
+
+
+@pytest.mark.parametrize("horizon, k, tokens", [(8, 1, 8), (8, 2, 4), (8, 3, 3), (10, 4, 3), (50, 5, 10), (50, 10, 5)])
+def test_the_suffix_has_one_token_per_chunk_of_k_poses(policy, horizon, k, tokens):
+    expert = ActionExpert(ExpertConfig(horizon=horizon, interval_s=4.0 / horizon, waypoints_per_token=k),
+                          _geometry(policy)).eval()
+    assert expert.num_waypoint_tokens == tokens
+    assert tuple(expert.waypoint_embedding.shape) == (tokens, expert.hidden_size)
+    assert expert.waypoint_in.in_features == 3 * k and expert.out.out_features == 3 * k
+    inputs, positions, layer_kv = _context_inputs(policy, [make_policy_scene(0), make_policy_scene(1)])
+    ctx = expert.context(layer_kv, inputs.attention_mask, positions.next_position, inputs.history)
+    prefix = inputs.attention_mask.shape[1]
+    assert ctx.attn_mask.shape == (2, 1, 1, prefix + 1 + tokens)
+    assert ctx.rotation.shape[:2] == (2, 1 + tokens)
+    x = torch.randn(2, horizon, 3)
+    with torch.no_grad():
+        v = expert.velocity(x, torch.full((2,), 0.4), ctx)
+    assert v.shape == (2, horizon, 3) and torch.isfinite(v).all()
+    # Token i reads poses i*k .. i*k + k - 1 as (x, y, heading) triples, the last token zero-padded.
+    chunks = expert._to_tokens(x)
+    assert chunks.shape == (2, tokens, 3 * k)
+    for i in range(tokens):
+        poses = x[:, i * k:(i + 1) * k].reshape(2, -1)
+        assert torch.equal(chunks[:, i, :poses.shape[1]], poses)
+        assert torch.equal(chunks[:, i, poses.shape[1]:], torch.zeros(2, 3 * k - poses.shape[1]))
+
+
+def test_the_outputs_of_a_token_are_its_poses_velocities(policy):
+    """Pose j's velocity is read from token j // k's output slots (j % k); padded slots are dropped."""
+    expert = ActionExpert(ExpertConfig(horizon=10, interval_s=0.4, waypoints_per_token=4), _geometry(policy)).eval()
+    inputs, positions, layer_kv = _context_inputs(policy, [make_policy_scene(2)])
+    ctx = expert.context(layer_kv, inputs.attention_mask, positions.next_position, inputs.history)
+    captured = {}
+    expert.out.register_forward_hook(lambda module, args, out: captured.setdefault("out", out))
+    with torch.no_grad():
+        v = expert.velocity(torch.randn(1, 10, 3), torch.tensor([0.2]), ctx)
+    raw = captured["out"]  # (1, 3 tokens, 12)
+    assert raw.shape == (1, 3, 12)
+    for j in range(10):
+        assert torch.equal(v[0, j], raw[0, j // 4, 3 * (j % 4):3 * (j % 4) + 3])
+
+
+@pytest.mark.parametrize("k", [0, 9])
+def test_waypoints_per_token_outside_one_to_the_horizon_is_a_clear_error(k):
+    with pytest.raises(PolicyConfigError, match=rf"policy.expert.waypoints_per_token={k}: need 1 <= waypoints_per_token <= horizon \(8\)"):
+        SpanVLAPolicy.build(PolicyConfig(expert=ExpertConfig(waypoints_per_token=k)))
+
+
+@pytest.fixture(scope="module")
+def chunked_policy() -> SpanVLAPolicy:
+    """50 poses at 0.1 s, 5 poses per expert token (10 tokens)."""
+    return tiny_policy(PolicyConfig(expert=ExpertConfig(horizon=50, interval_s=0.1, waypoints_per_token=5)))
+
+
+def test_a_chunked_policy_samples_trajectories_of_all_its_poses(chunked_policy):
+    policy = chunked_policy
+    assert policy.expert.num_waypoint_tokens == 10
+    scene = make_policy_scene(4)
+    plan = policy.plan([scene])
+    assert plan.trajectories.shape == (1, 50, 3) and np.isfinite(plan.trajectories).all()
+    group = policy.sample_group(scene, 3, temperature=1.0, flow_noise=0.7, seed=3, max_reasoning_tokens=4)
+    for sample in group.samples:
+        assert sample.trajectory.shape == (50, 3) and np.isfinite(sample.trajectory).all()
+        assert sample.chain.states.shape == (policy.config.expert.num_steps + 1, 50, 3)
+    # Stochastic samples differ from each other in every chunk, including the last token's poses.
+    a, b = group.samples[0].trajectory, group.samples[1].trajectory
+    assert all(np.abs(a[i:i + 5] - b[i:i + 5]).max() > 1e-4 for i in range(0, 50, 5))
+
+
+def test_a_chunked_policy_recomputes_its_flow_log_probabilities(chunked_policy):
+    policy = chunked_policy
+    scenes = [make_policy_scene(5), make_policy_scene(6)]
+    groups = [policy.sample_group(s, 2, temperature=1.0, flow_noise=0.7, seed=7 + i, max_reasoning_tokens=6)
+              for i, s in enumerate(scenes)]
+    samples = [s for g in groups for s in g.samples]
+    batch = policy.collate_completions([scenes[0]] * 2 + [scenes[1]] * 2, [s.completion for s in samples])
+    out = policy.flow_step_logprobs(batch, [s.chain for s in samples])
+    assert out.means.shape == (4, 5, 50, 3)
+    sampled = np.stack([s.chain.logprobs for s in samples])
+    assert (sampled[:, :-1] != 0).all() and (sampled[:, -1] == 0).all()  # the last step is deterministic
+    recomputed = out.logprobs.detach().numpy()
+    # Equal up to fp32 rounding of log-densities summed over 150 dimensions (relative 1e-5).
+    assert np.abs(recomputed - sampled).max() <= 1e-5 * np.abs(sampled).max()
+    np.testing.assert_allclose(recomputed, sampled, rtol=1e-5, atol=1e-5)
+
+
+def test_flow_matching_trains_a_chunked_expert(chunked_policy):
+    policy = chunked_policy
+    batch = policy.collator("expert")([make_policy_scene(i) for i in range(4)])
+    assert batch.trajectory.shape == (4, 50, 3)
+    out = policy.expert_flow_matching_loss(batch, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    try:
+        assert torch.isfinite(out.loss)
+        assert policy.expert.waypoint_in.weight.grad.abs().sum() > 0
+        assert policy.expert.out.weight.grad.abs().sum() > 0
+    finally:
+        policy.expert.zero_grad(set_to_none=True)
+
+
+def test_a_policy_saved_before_the_suffix_layout_key_loads_with_one_pose_per_token(tmp_path):
+    import json
+
+    policy = tiny_policy()
+    path = tmp_path / "policy"
+    policy.save(path)
+    config_file = path / "policy_config.json"
+    raw = json.loads(config_file.read_text())
+    del raw["expert"]["waypoints_per_token"]  # the policy_config.json written before the key existed
+    config_file.write_text(json.dumps(raw, indent=2))
+    loaded = SpanVLAPolicy.load(path)
+    assert loaded.config.expert.waypoints_per_token == 1
+    assert loaded.expert.num_waypoint_tokens == 8
+    hidden = loaded.expert.hidden_size
+    # One token per pose: the weight shapes of the original layout.
+    assert tuple(loaded.expert.waypoint_in.weight.shape) == (hidden, 3)
+    assert tuple(loaded.expert.waypoint_embedding.shape) == (8, hidden)
+    assert tuple(loaded.expert.out.weight.shape) == (3, hidden)
+    scene = make_policy_scene(7)
+    assert np.array_equal(loaded.plan([scene]).trajectories, policy.plan([scene]).trajectories)
+
+
+def test_weights_of_another_suffix_layout_are_a_clear_error(chunked_policy, tmp_path):
+    import json
+
+    from rl.policy.policy_dir import CheckpointError
+
+    path = tmp_path / "policy"
+    chunked_policy.save(path)
+    assert SpanVLAPolicy.load(path).expert.num_waypoint_tokens == 10
+    config_file = path / "policy_config.json"
+    raw = json.loads(config_file.read_text())
+    raw["expert"]["waypoints_per_token"] = 1
+    config_file.write_text(json.dumps(raw))
+    hidden = chunked_policy.expert.hidden_size
+    with pytest.raises(CheckpointError, match=rf"expert.safetensors: waypoint_embedding has shape \(10, {hidden}\),"
+                                              rf" the config gives \(50, {hidden}\)"):
+        SpanVLAPolicy.load(path)

@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader
 
 from policy_scenes import make_policy_scene, tiny_policy
 from rl.policy.inputs import LABEL_ACTION, LABEL_TEXT
-from rl.policy.policy import LORA_TARGET_MODULES
 
 torch.set_num_threads(1)
 
@@ -98,19 +97,53 @@ def test_parameter_groups_partition_the_policy():
     assert {id(p) for p in groups["expert"]} == {id(p) for p in policy.expert.parameters()}
 
 
-def test_lora_targets_the_language_model_attention_and_mlp():
-    from peft import LoraConfig, inject_adapter_in_model
+def _lora_layers(policy) -> dict:
+    from peft.tuners.lora import LoraLayer
+
+    return {n: m for n, m in policy.named_modules() if isinstance(m, LoraLayer)}
+
+
+def test_lora_as_configured_adapts_the_language_model_projections_only_and_starts_as_the_sft_model():
+    from dataclasses import asdict
+
+    from rl.config import LoRAConfig
+    from rl.policy.lora import apply_lora
+
+    config = LoRAConfig(enabled=True, r=4, alpha=8)  # default target_modules: the attention projections
+    policy = tiny_policy()
+    batch = policy.collator("tokens")(_scenes()[:2])
+    with torch.no_grad():
+        before = policy.vlm_sft_loss(batch).loss
+    adapters = apply_lora(policy, asdict(config))
+    layers = _lora_layers(policy)
+    language = policy.vlm.model.language_model
+    expected = {f"vlm.model.language_model.layers.{i}.self_attn.{m}" for i in range(len(language.layers))
+                for m in config.target_modules}
+    assert set(layers) == expected  # never the vision tower's attention, never the expert's o_proj / qkv_proj
+    assert {id(p) for p in adapters} == {id(p) for n, p in policy.named_parameters() if ".lora_" in n}
+    for layer in layers.values():
+        assert layer.r["default"] == config.r and layer.scaling["default"] == config.alpha / config.r
+        assert layer.lora_A["default"].weight.shape[0] == config.r
+        assert not layer.lora_B["default"].weight.any()  # B = 0: the adapted model is the SFT model
+    policy.eval()
+    for n, p in policy.named_parameters():
+        p.requires_grad_(".lora_" in n)
+    out = policy.vlm_sft_loss(batch)
+    torch.testing.assert_close(out.loss.detach(), before, rtol=0, atol=0)
+    out.loss.backward()
+    assert all(layer.lora_B["default"].weight.grad.abs().sum() > 0 for layer in layers.values())
+
+
+def test_lora_target_modules_name_language_model_layers_and_an_unmatched_name_is_an_error():
+    from rl.policy.lora import apply_lora
 
     policy = tiny_policy()
-    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES), policy.vlm)
-    lora = [n for n, _ in policy.vlm.named_parameters() if "lora_" in n]
-    assert lora and all(".language_model.layers." in n for n in lora)
-    targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora}
-    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    for n, p in policy.named_parameters():
-        p.requires_grad_("lora_" in n)
-    policy.vlm_sft_loss(policy.collator("tokens")(_scenes()[:2])).loss.backward()
-    assert all(p.grad is not None for n, p in policy.vlm.named_parameters() if "lora_B" in n)
+    apply_lora(policy, {"r": 2, "alpha": 4, "target_modules": ["gate_proj", "down_proj"]})
+    names = set(_lora_layers(policy))
+    assert names and all(n.startswith("vlm.model.language_model.layers.") and ".mlp." in n for n in names)
+    assert {n.rsplit(".", 1)[-1] for n in names} == {"gate_proj", "down_proj"}  # the vision MLPs have them too
+    with pytest.raises(ValueError, match=r"LoRA target_modules \['qkv'\] matched no language-model layer"):
+        apply_lora(tiny_policy(), {"r": 2, "alpha": 4, "target_modules": ["qkv"]})
 
 
 def test_collator_works_in_a_dataloader():

@@ -16,9 +16,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _stop_cluster(gcs_port: int) -> None:
-    """Kill the processes of the cluster whose GCS listens on `gcs_port` (`ray stop` would kill every cluster)."""
-    # Ray may name the node by the machine's interface address rather than loopback: match the port.
+def _cluster_processes(gcs_port: int) -> list:
+    """The processes of the cluster whose GCS listens on `gcs_port`, with every process they started."""
     markers = (f"--gcs_server_port={gcs_port}", f":{gcs_port}")
     victims = []
     for proc in psutil.process_iter(["cmdline"]):
@@ -29,7 +28,12 @@ def _stop_cluster(gcs_port: int) -> None:
                 victims += [proc] + proc.children(recursive=True)  # agents and workers rename themselves
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    for proc in victims:
+    return victims
+
+
+def _stop_cluster(gcs_port: int) -> None:
+    """Kill the processes of the cluster whose GCS listens on `gcs_port` (`ray stop` would kill every cluster)."""
+    for proc in _cluster_processes(gcs_port):
         try:
             proc.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -38,7 +42,8 @@ def _stop_cluster(gcs_port: int) -> None:
 
 def test_ray_job_submit_runs_the_tiny_job_on_a_head_node(tiny_grpo_assets, tmp_path):
     bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # a single-machine head: every port on 127.0.0.1
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
     # Ray's fixed default ports (the job agent's 52365 above all) are taken by the test session's own
@@ -71,6 +76,12 @@ def test_ray_job_submit_runs_the_tiny_job_on_a_head_node(tiny_grpo_assets, tmp_p
                 break
             time.sleep(3.0)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        # the head started as the README says listens on loopback only (GCS, raylet, agents, dashboard, workers)
+        pids = {p.pid for p in _cluster_processes(gcs_port)}
+        listening = [(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.pid in pids]
+        assert any(port == gcs_port for _, port in listening), listening
+        assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip, _ in listening), listening
         assert "succeeded" in submit.stdout.lower()
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert records[-1]["step"] == 1 and records[-1]["rollout/num_samples"] == 8

@@ -4,7 +4,7 @@ expert that reads the KV cache of sparse VLM layers.
 Modules: `config` (dataclass sections), `prompt` (text formats), `tokenizer`, `vision` (camera videos),
 `codebook` (discrete action tokens), `trajectory` (the expert's normalised space), `expert`, `flow`
 (flow matching and its samplers), `backbone` (the VLM), `inputs` (collation), `decoding` (token
-generation), `inference`, `learner`, `checkpoint`, `outputs`, and `policy` (`SpanVLAPolicy`, the API).
+generation), `inference`, `training` (log-probs and SFT losses), `policy_dir` (save / load), `outputs`, and `policy` (`SpanVLAPolicy`, the API).
 Names below are imported on first use, so that light modules (e.g. `codebook`) load without torch models.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import importlib
 
 _EXPORTS = {
     "SpanVLAPolicy": "rl.policy.policy",
-    "LORA_TARGET_MODULES": "rl.policy.policy",
     "PolicyConfig": "rl.policy.config",
     "BackboneConfig": "rl.policy.config",
     "ExpertConfig": "rl.policy.config",
@@ -30,7 +29,7 @@ _EXPORTS = {
     "FlowLogprobs": "rl.policy.outputs",
     "LossOutput": "rl.policy.outputs",
     "StageTimings": "rl.policy.outputs",
-    "CheckpointError": "rl.policy.checkpoint",
+    "CheckpointError": "rl.policy.policy_dir",
 }
 
 __all__ = sorted(_EXPORTS)

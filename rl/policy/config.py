@@ -49,6 +49,10 @@ class ExpertConfig:
     so that the last layer of an even-depth VLM is read). One expert layer per read layer.
     `hidden_size` None: half the VLM's width. Head geometry (query heads, KV heads, head size) is the VLM's.
     Trajectory: `horizon` poses every `interval_s` seconds (8 x 0.5 s is NAVSIM's plan).
+    Suffix layout: each expert token carries `waypoints_per_token` consecutive poses (x, y, heading) through
+    its input and output projections, so N poses take ceil(N / k) tokens (plus the ego/history token); the
+    expert's cost follows its token count, not the horizon. 1 (the default, and what policies saved before
+    this key existed were) is one token per pose; e.g. 5 keeps a 50-pose plan at 0.1 s to 10 tokens of 0.5 s.
     """
 
     hidden_size: Optional[int] = None
@@ -58,6 +62,7 @@ class ExpertConfig:
     kv_layers: Optional[list[int]] = None
     horizon: int = 8
     interval_s: float = 0.5
+    waypoints_per_token: int = 1
     num_steps: int = 5
     init: str = "history"  # history: start the flow at a_his; noise: at N(0, I) (the ablation)
     history_noise_std: float = 0.1  # sigma0: noise on a_his in training and in the stochastic sampler
@@ -118,6 +123,9 @@ def validate_policy_config(cfg: PolicyConfig) -> PolicyConfig:
     if e.horizon < 1 or e.interval_s <= 0:
         raise PolicyConfigError(
             f"policy.expert.horizon={e.horizon} / interval_s={e.interval_s}: need horizon >= 1, interval_s > 0")
+    if not 1 <= e.waypoints_per_token <= e.horizon:
+        raise PolicyConfigError(
+            f"policy.expert.waypoints_per_token={e.waypoints_per_token}: need 1 <= waypoints_per_token <= horizon ({e.horizon})")
     if e.num_steps < 1:
         raise PolicyConfigError(f"policy.expert.num_steps={e.num_steps}: need at least one Euler step")
     if e.kv_layers is None and (e.kv_layer_interval < 1 or e.kv_layer_offset < 0):

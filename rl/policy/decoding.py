@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from rl.policy.backbone import decode_step
+from rl.policy.config import ACTION_SOURCES
 from rl.policy.inputs import Completion
 from rl.policy.tokenizer import PolicyTokenizer
 
@@ -92,8 +93,8 @@ def generate(vlm, tokenizer: PolicyTokenizer, cache, first_logits: torch.Tensor,
              generator: Optional[torch.Generator] = None) -> DecodeResult:
     """Decode completions for every row of a prefilled cache. first_logits (B, V): the prompt's last logits;
     key_mask (B, P): the prompt's attention mask; next_position (B,): the prompt's next text position."""
-    if options.mode not in ("expert", "tokens"):
-        raise ValueError(f"decode mode {options.mode!r}: expected 'expert' or 'tokens'")
+    if options.mode not in ACTION_SOURCES:
+        raise ValueError(f"decode mode {options.mode!r}: expected one of {ACTION_SOURCES}")
     tok = tokenizer
     device = first_logits.device
     b = first_logits.shape[0]

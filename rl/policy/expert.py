@@ -2,7 +2,9 @@
 VLM layers.
 
 - Expert layer j reads VLM layer `kv_layers[j]`. Its queries are the suffix tokens (1 ego/history token +
-  N waypoint tokens); its keys/values are [the cached K/V of that VLM layer ; the suffix's own K/V]. The
+  T = ceil(N / k) waypoint tokens, token i carrying poses i*k .. i*k + k - 1 through its input and output
+  projections, k = `waypoints_per_token`; the last token's missing poses are zero inputs and dropped
+  outputs); its keys/values are [the cached K/V of that VLM layer ; the suffix's own K/V]. The
   expert has the VLM's query heads, KV heads and head size but a smaller width, so the cached K/V (already
   rotated by the VLM) are used as they are. The suffix attends to itself bidirectionally; the prefix never
   sees the suffix (it is cached).
@@ -152,9 +154,10 @@ class ExpertLayer(nn.Module):
 class ExpertContext:
     """Everything the velocity field needs besides (x_t, t); built once per prefix, reused by every step.
 
-    keys/values: per expert layer (B, kv_heads, P, head_dim); attn_mask: (B, 1, 1, P + 1 + N) additive
-    (0 or -inf); rotation: (B, 1 + N, head_dim, head_dim) RoPE of the suffix's positions; ego_token: (B, 1, hidden); prior: a_his (B, N, 3)
-    normalised (zeros for init noise); sigma0: std of the prior around a_his.
+    keys/values: per expert layer (B, kv_heads, P, head_dim); attn_mask: (B, 1, 1, P + 1 + T) additive
+    (0 or -inf), T the waypoint tokens; rotation: (B, 1 + T, head_dim, head_dim) RoPE of the suffix's
+    positions; ego_token: (B, 1, hidden); prior: a_his (B, N, 3) normalised (zeros for init noise);
+    sigma0: std of the prior around a_his.
     """
 
     keys: list[torch.Tensor]
@@ -182,11 +185,17 @@ class ActionExpert(nn.Module):
         intermediate = int(round(hidden * cfg.intermediate_ratio))
         self.hidden_size = hidden
         self.horizon = cfg.horizon
+        if not 1 <= cfg.waypoints_per_token <= cfg.horizon:
+            raise PolicyConfigError(f"policy.expert.waypoints_per_token={cfg.waypoints_per_token}:"
+                                    f" need 1 <= waypoints_per_token <= horizon ({cfg.horizon})")
+        self.waypoints_per_token = k = cfg.waypoints_per_token
+        self.num_waypoint_tokens = -(-cfg.horizon // k)
         self.normalizer = TrajectoryNormalizer(cfg.horizon, cfg.interval_s)
         self.history_token = _mlp(HISTORY_FEATURES, hidden, hidden)
         self.history_prior = _mlp(HISTORY_FEATURES, hidden, cfg.horizon * 3)
-        self.waypoint_in = nn.Linear(3, hidden)
-        self.waypoint_embedding = nn.Parameter(torch.randn(cfg.horizon, hidden) * 0.02)
+        # k = 1 gives the same parameter names and shapes as one token per pose (older saved policies load).
+        self.waypoint_in = nn.Linear(3 * k, hidden)
+        self.waypoint_embedding = nn.Parameter(torch.randn(self.num_waypoint_tokens, hidden) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.layers = nn.ModuleList([ExpertLayer(hidden, intermediate, geometry) for _ in self.kv_layers])
         # Every adaptive norm's (scale, shift, gate) from the time embedding in one matrix: 6 per layer, then
@@ -194,7 +203,7 @@ class ActionExpert(nn.Module):
         self.modulation = nn.Linear(hidden, (6 * len(self.kv_layers) + 2) * hidden)
         one = torch.tensor([1.0, 0.0, 1.0] * (2 * len(self.kv_layers)) + [1.0, 0.0])
         self.register_buffer("modulation_one", one[:, None], persistent=False)
-        self.out = nn.Linear(hidden, 3)
+        self.out = nn.Linear(hidden, 3 * k)
 
     # --- the prior ----------------------------------------------------------------------------------------
     def prior_mean(self, history: torch.Tensor) -> torch.Tensor:
@@ -226,7 +235,7 @@ class ActionExpert(nn.Module):
             k, v = layer_kv[index]
             keys.append((k.detach() if detach else k).to(dtype))
             values.append((v.detach() if detach else v).to(dtype))
-        b, suffix = key_mask.shape[0], 1 + self.horizon
+        b, suffix = key_mask.shape[0], 1 + self.num_waypoint_tokens
         visible = torch.cat([key_mask.bool(), torch.ones(b, suffix, dtype=torch.bool, device=key_mask.device)], dim=1)
         mask = torch.zeros(visible.shape, dtype=dtype, device=key_mask.device).masked_fill(~visible, float("-inf"))
         positions = next_position[:, None] + torch.arange(suffix, device=key_mask.device)[None]
@@ -241,9 +250,16 @@ class ActionExpert(nn.Module):
         """v = f(x_t, t) (B, N, 3) for x_t (B, N, 3) normalised and flow time t (B,) (0 prior, 1 data)."""
         cond = self.time_mlp(time_embedding(t, self.hidden_size).to(x.dtype))
         mods = (self.modulation(cond).view(x.shape[0], -1, self.hidden_size) + self.modulation_one)[:, :, None]
-        tokens = self.waypoint_in(x) + self.waypoint_embedding[None]
+        tokens = self.waypoint_in(self._to_tokens(x)) + self.waypoint_embedding[None]
         h = torch.cat([ctx.ego_token.to(tokens.dtype), tokens], dim=1)
         for j, (layer, k, v) in enumerate(zip(self.layers, ctx.keys, ctx.values)):
             h = layer(h, mods[:, 6 * j:6 * j + 6], k, v, ctx.attn_mask, ctx.rotation)
         h = torch.addcmul(mods[:, -1], F.rms_norm(h[:, 1:], (self.hidden_size,), eps=1e-6), mods[:, -2])
-        return self.out(h)
+        return self.out(h).view(x.shape[0], -1, 3)[:, :self.horizon]
+
+    def _to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) poses -> (B, T, 3k) token inputs: consecutive chunks of k poses, the last one zero-padded."""
+        pad = self.num_waypoint_tokens * self.waypoints_per_token - self.horizon
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))
+        return x.reshape(x.shape[0], self.num_waypoint_tokens, 3 * self.waypoints_per_token)

@@ -12,6 +12,14 @@ Stochastic sampler (spanvla.md 2.4) with noise level `a` in [0, 1], steps t_k = 
 The last step (t_K = 1) is deterministic; with a = 0 every step is, and mean_k is the Euler step
 x_k + (t_{k+1} - t_k) v. Log-probabilities are Gaussian densities of x_{k+1}, in fp32, summed over
 the trajectory's dimensions; deterministic steps get log-probability 0 and `stochastic[k] = False`.
+
+The start x_0 = a_his + sigma0 * eps is not scored: a chain's log-probability is that of its K transitions
+given x_0 (the per-step objective of spanvla.md 2.4). The consequence for GRPO: the history prior a_his gets
+the gradient that flows through the transition means (a_his enters mean_k when a > 0), not the score of the
+x_0 it drew, so the reward variance due to eps is credited to the velocity field only, and a_his is anchored
+by SFT's prior loss rather than moved by GRPO. Scoring it would add log N(x_0; a_his, sigma0^2 I) as a
+step 0 of every chain (the rollout's recorded log-probs, the learner's, and the KL would all gain that
+column); at a = 0 from `init: history` the start is a_his itself and there is nothing to score.
 """
 from __future__ import annotations
 
@@ -34,6 +42,13 @@ def flow_times(num_steps: int, device: torch.device | str | None = None) -> torc
 def step_std(t_next: float, noise_level: float, sigma0: float) -> float:
     """Standard deviation of the transition into time t_next."""
     return float((1.0 - t_next) * math.sin(math.pi * noise_level / 2.0) * sigma0)
+
+
+def step_tensors(stds: list[float], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(stds (K,) fp32, stochastic (K,) bool) on `device`: built where the chain lives, so nothing made on
+    the CPU meets a chain on an accelerator in the losses."""
+    return (torch.tensor(stds, dtype=torch.float32, device=device),
+            torch.tensor([s > 0.0 for s in stds], dtype=torch.bool, device=device))
 
 
 def transition_mean(x: torch.Tensor, v: torch.Tensor, t: float, t_next: float, prior: torch.Tensor,
@@ -66,7 +81,8 @@ def draw_start(prior: torch.Tensor, sigma0: float, noisy: bool, generator: Optio
 @dataclass
 class FlowSample:
     """A denoising chain. chain: (B, K + 1, N, 3) x_0..x_K; logprobs: (B, K) fp32 of x_{k+1} | x_k;
-    means: (B, K, N, 3); stds: (K,); stochastic: (K,) bool, False where the step is deterministic."""
+    means: (B, K, N, 3); stds: (K,); stochastic: (K,) bool, False where the step is deterministic. Every
+    tensor lives on the chain's device."""
 
     chain: torch.Tensor
     logprobs: torch.Tensor
@@ -101,10 +117,8 @@ def sample_flow(velocity: VelocityFn, x0: torch.Tensor, prior: torch.Tensor, sig
         chain.append(x)
         means.append(mean)
         stds.append(std)
-    return FlowSample(
-        torch.stack(chain, 1), torch.stack(logprobs, 1), torch.stack(means, 1),
-        torch.tensor(stds, dtype=torch.float32), torch.tensor([s > 0.0 for s in stds]),
-    )
+    return FlowSample(torch.stack(chain, 1), torch.stack(logprobs, 1), torch.stack(means, 1),
+                      *step_tensors(stds, x0.device))
 
 
 def chain_logprobs(velocity: VelocityFn, chain: torch.Tensor, prior: torch.Tensor, sigma0: float,
@@ -126,8 +140,7 @@ def chain_logprobs(velocity: VelocityFn, chain: torch.Tensor, prior: torch.Tenso
                         else torch.zeros(b, device=x.device, dtype=torch.float32))
         means.append(mean)
         stds.append(std)
-    return FlowSample(chain, torch.stack(logprobs, 1), torch.stack(means, 1),
-                      torch.tensor(stds, dtype=torch.float32), torch.tensor([s > 0.0 for s in stds]))
+    return FlowSample(chain, torch.stack(logprobs, 1), torch.stack(means, 1), *step_tensors(stds, chain.device))
 
 
 def sample_training_time(batch: int, logit_mean: float, logit_std: float, device=None,

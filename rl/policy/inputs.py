@@ -16,6 +16,7 @@ import torch
 
 from rl.policy import prompt as P
 from rl.policy.codebook import ActionCodebook
+from rl.policy.config import ACTION_SOURCES
 from rl.policy.expert import history_features
 from rl.policy.tokenizer import PolicyTokenizer
 from rl.policy.trajectory import resample_poses
@@ -106,8 +107,8 @@ class SceneCollator:
     def __init__(self, tokenizer: PolicyTokenizer, video: CameraVideoEncoder, horizon: int, interval_s: float,
                  codebook: Optional[ActionCodebook] = None, system_prompt: Optional[str] = None,
                  reasoning_sample_weight: float = 1.0, targets: Optional[str] = None):
-        if targets not in (None, "tokens", "expert"):
-            raise ValueError(f"targets={targets!r}: expected None, 'tokens' or 'expert'")
+        if targets is not None and targets not in ACTION_SOURCES:
+            raise ValueError(f"targets={targets!r}: expected None or one of {ACTION_SOURCES}")
         self.tokenizer, self.video = tokenizer, video
         self.horizon, self.interval_s = horizon, interval_s
         self.codebook, self.system_prompt = codebook, system_prompt

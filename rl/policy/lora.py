@@ -4,6 +4,12 @@ The learner and every rollout worker inject the same adapters, so weight sync on
 trains (the adapters, and the expert when it is trained). `lora_disabled` gives the SFT model back (the
 reference policy of the KL term without a second copy); `merged_policy` folds the adapters into the base
 weights for saving a plain policy directory.
+
+Dropout (`learner.lora.dropout`): peft applies LoRA dropout in training mode only, and injected adapters start
+in training mode. GRPO needs the distribution a sample is drawn from to be the one whose log-probabilities
+are recorded and the learner's ratio to be 1 at the first update, so every holder of the policy runs it in
+eval mode after `apply_lora`: the rollout workers (sampling and evaluation) and the learner (its log-prob
+forward, hence its gradients). LoRA dropout is therefore inactive in GRPO; it acts in SFT only.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ if TYPE_CHECKING:
 
 
 def apply_lora(policy: "SpanVLAPolicy", lora: dict) -> list[nn.Parameter]:
-    """Inject adapters into `policy.vlm`'s language model; returns the adapter parameters (trainable).
+    """Inject adapters into `policy.vlm`'s language model; returns the adapter parameters (trainable). The
+    adapters take the dtype of the layers they wrap; their dropout modules start in training mode (call
+    `policy.eval()` before sampling, see the module docstring).
 
     lora: {"r", "alpha", "dropout", "target_modules"}; target_modules names projection layers (e.g. q_proj)
     and is restricted to the language model (never the vision encoder or the expert).
@@ -29,7 +37,11 @@ def apply_lora(policy: "SpanVLAPolicy", lora: dict) -> list[nn.Parameter]:
     pattern = rf".*language_model\.layers\.\d+\.(self_attn|mlp)\.({names})"
     config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
                         lora_dropout=float(lora.get("dropout", 0.0)), target_modules=pattern)
-    inject_adapter_in_model(config, policy.vlm)
+    try:
+        inject_adapter_in_model(config, policy.vlm)
+    except ValueError as err:  # peft refuses a pattern that matches nothing before the check below runs
+        raise ValueError(f"LoRA target_modules {lora.get('target_modules')} matched no language-model layer "
+                         f"({err})") from None
     adapters = [p for n, p in policy.named_parameters() if ".lora_" in n]
     if not adapters:
         raise ValueError(f"LoRA target_modules {lora.get('target_modules')} matched no language-model layer")

@@ -1,7 +1,7 @@
 """`SpanVLAPolicy`: the Qwen2.5-VL backbone, its tokenizer, the action codebook and the flow-matching
 action expert behind one API for inference (`plan`, `sample_group`), the learner (`token_logprobs`,
 `flow_step_logprobs`, `score_completions`), SFT (`vlm_sft_loss`, `expert_flow_matching_loss`, `collator`)
-and persistence (`save`, `load`). The work itself lives in `inference`, `learner` and `checkpoint`.
+and persistence (`save`, `load`). The work itself lives in `inference`, `training` and `policy_dir`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rl.policy import checkpoint, inference, learner
+from rl.policy import inference, policy_dir, training
 from rl.policy import prompt as P
 from rl.policy.backbone import attention_geometry, build_vlm, video_geometry
 from rl.policy.codebook import ActionCodebook
@@ -26,9 +26,6 @@ from rl.policy.vision import CameraVideoEncoder
 from sim import conventions as C
 from sim.scene import Scene
 
-# LoRA on the language model's attention and MLP projections (peft `target_modules` regex).
-LORA_TARGET_MODULES = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-
 
 class SpanVLAPolicy(nn.Module):
     """The SpanVLA policy. Build with `SpanVLAPolicy.build(cfg)` or `SpanVLAPolicy.load(dir)`.
@@ -36,6 +33,15 @@ class SpanVLAPolicy(nn.Module):
     Modules: `vlm` (transformers' Qwen2_5_VLForConditionalGeneration, in `backbone.dtype`) and `expert`
     (`ActionExpert`, float32 whatever the VLM's dtype: the flow and its log-probabilities stay in fp32);
     `tokenizer` (`PolicyTokenizer`), `codebook` (`ActionCodebook` or None) and `config` are plain attributes.
+
+    Precision contract (inference, SFT and the GRPO learner alike): the VLM (LoRA adapters included) runs in
+    one dtype, `backbone.dtype` or bf16 under `set_precision(bf16=True)` / a bf16 DeepSpeed engine; the
+    expert's parameters, the flow (prior, chain, velocity) and every log-probability (token and flow) are fp32.
+    The expert casts the VLM's K/V to fp32 at its input, token logits are cast to fp32 before the softmax.
+    `fp32_modules()` names what `rl.deepspeed_engine.create_engine` keeps out of its bf16 cast, because
+    DeepSpeed's own bf16 mode would cast the whole wrapped module. A rollout copy and the learner must hold
+    the VLM in the same dtype for the recorded log-probabilities to be the learner's (ratio 1 at the first
+    update): both call `set_precision` with `learner.bf16`.
     """
 
     def __init__(self, config: PolicyConfig, tokenizer: PolicyTokenizer, vlm: nn.Module, expert: ActionExpert,
@@ -73,12 +79,12 @@ class SpanVLAPolicy(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "SpanVLAPolicy":
-        """A policy saved with `save`; raises `checkpoint.CheckpointError` naming a missing or bad file."""
-        return checkpoint.load_policy(cls, path, device)
+        """A policy saved with `save`; raises `policy_dir.CheckpointError` naming a missing or bad file."""
+        return policy_dir.load_policy(cls, path, device)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the whole policy as one directory (safetensors + JSON), atomically."""
-        checkpoint.save_policy(self, path)
+        policy_dir.save_policy(self, path)
 
     def set_codebook(self, codebook: ActionCodebook) -> None:
         """Use `codebook` for action-token targets and decoding (at most `codebook.num_tokens` of config)."""
@@ -102,6 +108,18 @@ class SpanVLAPolicy(nn.Module):
             raise ValueError("fit_trajectory_normalizer needs scenes, or futures and velocities")
         trajectories = resample_poses(np.asarray(futures, dtype=np.float64), C.LOG_INTERVAL_S, e.horizon, e.interval_s)
         self.expert.normalizer.fit(trajectories, velocities, e.min_spread_xy, e.min_spread_heading)
+
+    # --- precision ----------------------------------------------------------------------------------------
+    def fp32_modules(self) -> list[nn.Module]:
+        """The modules held in fp32 whatever the VLM's dtype: the flow expert."""
+        return [self.expert]
+
+    def set_precision(self, bf16: bool) -> "SpanVLAPolicy":
+        """VLM parameters (adapters included) to bf16 when `bf16` (else left as they are); the expert to fp32."""
+        from rl.deepspeed_engine import apply_precision
+
+        apply_precision(self, bf16, self.fp32_modules())
+        return self
 
     # --- properties ---------------------------------------------------------------------------------------
     @property
@@ -185,28 +203,28 @@ class SpanVLAPolicy(nn.Module):
     # --- learner ------------------------------------------------------------------------------------------
     def token_logprobs(self, batch: PolicyInputs, temperature: float = 1.0) -> TokenLogprobs:
         """Per-token log-probabilities (B, T) with grad of the completions in `batch` (`collate_completions`);
-        equal to the sampled ones for the same weights (see `learner.token_logprobs`)."""
-        return learner.token_logprobs(self, batch, temperature)
+        equal to the sampled ones for the same weights (see `training.token_logprobs`)."""
+        return training.token_logprobs(self, batch, temperature)
 
-    def flow_step_logprobs(self, batch: PolicyInputs, chains: learner.Chains, noise_level: Optional[float] = None,
+    def flow_step_logprobs(self, batch: PolicyInputs, chains: training.Chains, noise_level: Optional[float] = None,
                            kv_grad: bool = False) -> FlowLogprobs:
         """Per-step log-probabilities (B, K) and means of the given flow chains, with grad through the expert
-        (and through the VLM's K/V when `kv_grad`); see `learner.flow_step_logprobs`."""
-        return learner.flow_step_logprobs(self, batch, chains, noise_level, kv_grad)
+        (and through the VLM's K/V when `kv_grad`); see `training.flow_step_logprobs`."""
+        return training.flow_step_logprobs(self, batch, chains, noise_level, kv_grad)
 
-    def score_completions(self, batch: PolicyInputs, chains: Optional[learner.Chains] = None, temperature: float = 1.0,
+    def score_completions(self, batch: PolicyInputs, chains: Optional[training.Chains] = None, temperature: float = 1.0,
                           noise_level: Optional[float] = None,
                           kv_grad: bool = True) -> tuple[TokenLogprobs, Optional[FlowLogprobs]]:
         """Token and flow log-probabilities from one VLM forward (joint training)."""
-        return learner.score_completions(self, batch, chains, temperature, noise_level, kv_grad)
+        return training.score_completions(self, batch, chains, temperature, noise_level, kv_grad)
 
     def vlm_sft_loss(self, batch: PolicyInputs) -> LossOutput:
-        """SFT stage 1 loss on a `collator("tokens")` batch (see `learner.vlm_sft_loss`)."""
-        return learner.vlm_sft_loss(self, batch)
+        """SFT stage 1 loss on a `collator("tokens")` batch (see `training.vlm_sft_loss`)."""
+        return training.vlm_sft_loss(self, batch)
 
     def expert_flow_matching_loss(self, batch: PolicyInputs, generator: Optional[torch.Generator] = None) -> LossOutput:
-        """SFT stage 2 loss on a `collator("expert")` batch, the VLM frozen (see `learner.expert_flow_matching_loss`)."""
-        return learner.expert_flow_matching_loss(self, batch, generator)
+        """SFT stage 2 loss on a `collator("expert")` batch, the VLM frozen (see `training.expert_flow_matching_loss`)."""
+        return training.expert_flow_matching_loss(self, batch, generator)
 
 
-__all__ = ["SpanVLAPolicy", "LORA_TARGET_MODULES"]
+__all__ = ["SpanVLAPolicy"]

@@ -1,12 +1,44 @@
-"""The learner's side: log-probabilities of given completions and flow chains (with gradients), and the
-two SFT losses. Functions of a `SpanVLAPolicy`; its methods call them.
+"""The policy's training passes: log-probabilities of given completions and flow chains (with gradients) for
+the GRPO learner, the frozen-VLM prefix cache, and the two SFT losses. Functions of a `SpanVLAPolicy`; its
+methods call them.
 
 Every function recomputes the VLM over [prompt ; completion] in one forward. For the same weights the
 token log-probabilities equal those returned at sampling time, and the flow log-probabilities too: the
 prefix K/V are the same tokens at the same positions (left padding and finished rows are masked).
+
+While the VLM is frozen (GRPO with `train_target: expert`) its forward does not change within a step, so
+`prefix_kv` runs it once per batch and keeps only the K/V of the layers the expert reads (`PrefixKV`);
+`cached_flow_step_logprobs` then serves the policy's expert, the reference's expert and every update of the
+step from it (bit-identical to `flow_step_logprobs`: same tensors, same expert code). The frozen reference
+expert's output on the step's chains does not change either: the first update keeps it on the `PrefixKV`.
+
+What the options for that reuse would move, for Qwen2.5-VL-3B (36 layers, 2 KV heads, head_dim 128, bf16;
+the expert reads every 2nd layer: 18), a prompt of ~1,000 tokens (3 cameras x 4 frames at 224 x 448 as
+video) + ~100 reasoning tokens = 1,100 tokens, G = 64 samples a group, 8 groups = 512 samples a step:
+
+    K/V of one token in one layer: 2 (K, V) x 2 heads x 128 x 2 B           = 1,024 B
+    one token, the 18 layers read: 18 x 1,024 B                              = 18,432 B
+    one sample (1,100 tokens): 1,100 x 18,432 B                              = 20,275,200 B  (20.3 MB)
+
+(a) rollout workers ship each sample's sparse K/V to the learner through the object store:
+    512 x 20.3 MB = 10.4 GB a step (20.8 GB with all 36 layers), written to and read from shared memory,
+    then copied to the learner's device - rejected: gigabytes a step through the object store.
+(b) the learner recomputes once a step and keeps it (this module): what moves is the completions only,
+    per sample ~1.6 kB (110 tokens x (8 B id + 4 B logprob + 2 x 1 B masks) = 1,540 B, plus the flow chain,
+    (K + 1) x 8 x 3 x 4 B = 576 B for K = 5 steps) -> 512 x ~2.1 kB = ~1.1 MB a step; the scenes (camera
+    frames) travel as they already did. The cost stays on the learner: one VLM forward per sample a step
+    instead of 2 x updates_per_step, and up to 10.4 GB of K/V held for the step (divided by the learner
+    ranks, each caching only its shard; dropped when the step ends).
+(c) share one prompt's K/V per group (the G samples share the prompt, only the reasoning differs):
+    prompt 1,000 x 18,432 B = 18.4 MB once + 64 x 100 x 18,432 B = 118.0 MB of reasoning K/V
+    = 136.4 MB a group, 1.09 GB a step: 9.5x less than (a), still gigabyte size if shipped through the
+    object store; kept on the learner it would cut (b)'s memory by the same 9.5x and its prefill compute
+    by up to G, at the price of a grouped prefill and an expert attention over [shared prompt ; own
+    reasoning]. Not implemented: (b) is what the learner does.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
@@ -95,10 +127,9 @@ def _chain_tensor(chains: Chains, noise_level: Optional[float], sigma0: float, d
     return torch.from_numpy(np.stack([c.states for c in chains])).to(device, dtype), float(noise_level)
 
 
-def _flow_logprobs(policy, batch, positions, cache, chains: Chains, noise_level, kv_grad: bool) -> FlowLogprobs:
+def _flow_logprobs(policy, batch, next_position, layer_kv, chains: Chains, noise_level, kv_grad: bool) -> FlowLogprobs:
     expert = policy.expert
-    ctx = expert.context(cache_layer_kv(cache), batch.attention_mask, positions.next_position,
-                         batch.history, detach=not kv_grad)
+    ctx = expert.context(layer_kv, batch.attention_mask, next_position, batch.history, detach=not kv_grad)
     chain, level = _chain_tensor(chains, noise_level, ctx.sigma0, policy.device, torch.float32)
     if chain.shape[0] != batch.batch_size:
         raise ValueError(f"{chain.shape[0]} chains for a batch of {batch.batch_size}")
@@ -112,7 +143,69 @@ def flow_step_logprobs(policy: "SpanVLAPolicy", batch: PolicyInputs, chains: Cha
     prefix K/V (prompt + completion) are recomputed without grad, or with grad when `kv_grad` (joint
     training). `chains`: the `FlowChain`s of the samples, or a tensor (B, K + 1, N, 3) with `noise_level`."""
     batch, positions, _, cache = _forward(policy, batch, grad=kv_grad, use_cache=True)
-    return _flow_logprobs(policy, batch, positions, cache, chains, noise_level, kv_grad)
+    return _flow_logprobs(policy, batch, positions.next_position, cache_layer_kv(cache), chains, noise_level, kv_grad)
+
+
+@dataclass
+class PrefixKV:
+    """The frozen VLM's part of the flow log-probabilities of one batch, computed once without grad.
+
+    batch: the collated batch on the policy's device (its attention mask and history features are what the
+    expert reads besides the K/V); layer_kv: one entry per VLM layer, (K, V) each (B, kv_heads, P, head_dim)
+    in the VLM's dtype at the layers `layers` the expert reads, None at the others (never kept);
+    next_position (B,): one past each row's last text position. reference_flow: the frozen reference
+    expert's `FlowLogprobs` on these samples' chains, kept by the first update that computes them (the
+    reference does not train, so every later update of the step reads them)."""
+
+    batch: PolicyInputs
+    layer_kv: list[Optional[tuple[torch.Tensor, torch.Tensor]]]
+    next_position: torch.Tensor
+    layers: tuple[int, ...]
+    reference_flow: Optional[FlowLogprobs] = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the kept K/V."""
+        return sum(t.numel() * t.element_size() for kv in self.layer_kv if kv is not None for t in kv)
+
+
+def prefix_kv(policy: "SpanVLAPolicy", batch: PolicyInputs) -> PrefixKV:
+    """Run the VLM once over [prompt ; completion] without grad and keep the sparse K/V the expert reads.
+    Valid for as long as the VLM's weights do not change (reference experts reading the same VLM included);
+    `batch` from `SpanVLAPolicy.collate_completions`."""
+    with torch.no_grad():
+        batch, positions, _, cache = _forward(policy, batch, grad=False, use_cache=True)
+        layers = tuple(policy.expert.kv_layers)
+        every = cache_layer_kv(cache)
+        kept = [every[i] if i in layers else None for i in range(len(every))]
+    del cache, every  # the layers the expert does not read are freed here
+    return PrefixKV(batch, kept, positions.next_position, layers)
+
+
+def cached_flow_step_logprobs(policy: "SpanVLAPolicy", prefix: PrefixKV, chains: Chains,
+                              noise_level: Optional[float] = None) -> FlowLogprobs:
+    """`flow_step_logprobs` (kv_grad False) of `policy`'s expert on a `PrefixKV` instead of a VLM forward:
+    equal to it while the VLM that made `prefix` is the one `policy` would run. `policy` may be a reference
+    policy (or the policy with its reference expert swapped in) reading the same frozen VLM."""
+    missing = [i for i in policy.expert.kv_layers if prefix.layer_kv[i] is None]
+    if missing:
+        raise ValueError(f"the cached prefix holds VLM layers {list(prefix.layers)}; the expert reads {missing} too")
+    return _flow_logprobs(policy, prefix.batch, prefix.next_position, prefix.layer_kv, chains, noise_level,
+                          kv_grad=False)
+
+
+def check_vlm_frozen(policy: "SpanVLAPolicy") -> None:
+    """Raise ValueError unless the VLM computes what it computed when loaded: no VLM parameter trains, and
+    every LoRA adapter is zero (peft's initialisation: B = 0; adapters injected for `train_target: expert`
+    are frozen and never move). Then the policy's VLM, a frozen copy of it and the VLM with its adapters
+    switched off all give the same K/V, and one cached prefix serves the policy and the reference."""
+    training = [n for n, p in policy.vlm.named_parameters() if p.requires_grad]
+    if training:
+        raise ValueError(f"the VLM is not frozen ({len(training)} trainable tensors, e.g. {training[0]}): "
+                         "its K/V change with every update and cannot be cached")
+    moved = [n for n, p in policy.vlm.named_parameters() if ".lora_B" in n and p.numel() and bool(p.detach().any())]
+    if moved:
+        raise ValueError(f"LoRA adapter {moved[0]} is not zero: the VLM with adapters differs from the reference's")
 
 
 def score_completions(policy: "SpanVLAPolicy", batch: PolicyInputs, chains: Optional[Chains] = None,
@@ -121,7 +214,8 @@ def score_completions(policy: "SpanVLAPolicy", batch: PolicyInputs, chains: Opti
     """Token and (when chains are given) flow log-probabilities from ONE VLM forward with grad (joint training)."""
     batch, positions, hidden, cache = _forward(policy, batch, grad=True, use_cache=chains is not None)
     tokens = _token_logprobs(policy, batch, hidden, temperature)
-    flow = None if chains is None else _flow_logprobs(policy, batch, positions, cache, chains, noise_level, kv_grad)
+    flow = None if chains is None else _flow_logprobs(policy, batch, positions.next_position, cache_layer_kv(cache),
+                                                      chains, noise_level, kv_grad)
     return tokens, flow
 
 
