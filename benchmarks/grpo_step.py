@@ -1,12 +1,19 @@
-"""Where a GRPO step's time goes, how it scales with rollout workers, and what weight sync costs.
+"""Where a GRPO step's time goes, what the learner's prefix cache saves, how rollout scales with workers, and
+what weight sync costs.
 
-    python benchmarks/grpo_step.py [--steps 3] [--groups 8] [--group-size 8] [--out FILE.json]
+    python benchmarks/grpo_step.py [--steps 3] [--groups 8] [--group-size 8] [--parts cache,scaling,sync,async]
+                                   [--out FILE.json]
 
-Part 1 runs the tiny GRPO job (real Ray, real DeepSpeed, tiny policy) with 1 and then 2 rollout workers and
-reports the mean time split of the steps after the first (rollout, scoring wait, learner, weight sync) and the
-rollout speed-up of 2 workers over 1 (the scaling ratio; on a 2-core machine the learner and scorer share
-the cores). Part 2 pushes synthetic weights of growing size from one actor to two others through each sync
-backend (object store; collective over gloo) and reports seconds and GB/s against the parameter count.
+Part 1 (cache) runs the tiny GRPO job (real Ray, real DeepSpeed, tiny policy, train_target expert, 3 updates a
+step) twice on the same data with the same seeds: `learner.cache_prefix=false` (the frozen VLM recomputed for
+the policy and for the reference in every update) and `true` (once a step, its sparse K/V reused), and reports
+the learner's time per step and the whole step's, old / new. Part 2 (scaling) adds the same job with 2 rollout
+workers and reports the rollout speed-up of 2 workers over 1 (on a 2-core machine the learner and scorer share
+the cores). Every timing is the mean of the steps after the first. Part 3 (sync) pushes synthetic weights of
+growing size from one actor to two others through each sync backend (object store; collective over gloo) and
+reports seconds and GB/s against the parameter count. Part 4 (async) runs the job with `grpo.max_staleness=1`
+(the next step sampled and scored during the learner update) beside the synchronous one and reports the ratio of
+their step times. The machine's load average is recorded with the numbers.
 """
 from __future__ import annotations
 
@@ -52,7 +59,12 @@ def build_assets(root: Path, train_scenes: int) -> dict:
             "codebook": root / "codebook.json"}
 
 
-def time_steps(assets: dict, out: Path, workers: int, steps: int, groups: int, group_size: int) -> dict:
+TIMING_KEYS = ("timing/rollout_s", "timing/scoring_wait_s", "timing/learner_s", "timing/sync_s", "timing/step_s")
+
+
+def time_steps(assets: dict, out: Path, workers: int, steps: int, groups: int, group_size: int,
+               cache_prefix: bool = True, max_staleness: int = 0) -> dict:
+    """Mean seconds of each part of steps 2..steps (the first warms up), plus what the learner did."""
     from rl.config import TrainConfig
     from rl.config_io import load_config
     from rl.driver import GRPODriver
@@ -63,11 +75,21 @@ def time_steps(assets: dict, out: Path, workers: int, steps: int, groups: int, g
         f"policy.codebook.path={assets['codebook']}", f"grpo.steps={steps}", f"grpo.groups_per_step={groups}",
         f"grpo.group_size={group_size}", f"rollout.num_workers={workers}", "eval.every=0", "checkpoint.every=1000",
         f"logging.out_dir={out}", "logging.wandb=false", "logging.picture_every=0",
+        f"learner.cache_prefix={str(cache_prefix).lower()}", f"grpo.max_staleness={max_staleness}",
     ])
     GRPODriver(cfg).run()
     records = [r for r in read_metrics(out / "metrics.jsonl") if "timing/step_s" in r][1:]  # skip the warm-up step
-    keys = ("timing/rollout_s", "timing/scoring_wait_s", "timing/learner_s", "timing/sync_s", "timing/step_s")
-    return {k.split("/")[1]: float(np.mean([r[k] for r in records])) for k in keys}
+    row = {k.split("/")[1]: float(np.mean([r[k] for r in records])) for k in TIMING_KEYS}
+    for key in ("timing/prefix_s", "timing/prefetch_wait_s", "timing/prefetched_rollout_s", "train/prefix_cache_mb", "rollout/num_samples", "train/flow_policy_loss"):
+        values = [r[key] for r in records if key in r]
+        if values:
+            row[key.split("/")[1]] = float(np.mean(values))
+    return row
+
+
+def compare_cache(off: dict, on: dict) -> dict:
+    """Old (recompute) / new (cache) ratios of the learner's and the whole step's time."""
+    return {"learner_speedup": off["learner_s"] / on["learner_s"], "step_speedup": off["step_s"] / on["step_s"]}
 
 
 def time_weight_sync(sizes_m: list[float], repeats: int = 3) -> list[dict]:
@@ -136,37 +158,94 @@ def time_weight_sync(sizes_m: list[float], repeats: int = 3) -> list[dict]:
     return rows
 
 
+def print_split(title: str, split: dict) -> None:
+    keys = [k.split("/")[1] for k in TIMING_KEYS]
+    print(title)
+    print(f"{'':>16s}" + "".join(f"{k:>16s}" for k in keys))
+    for name, row in split.items():
+        print(f"{name:>16s}" + "".join(f"{row[k]:16.2f}" for k in keys))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--parts", default="cache,scaling,sync", help="any of cache, scaling, sync, async")
     parser.add_argument("--sync-sizes", default="1,10,50", help="parameter counts in millions")
     parser.add_argument("--out", help="write the numbers as JSON")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"cache", "scaling", "sync", "async"}
+    if unknown or not parts:
+        parser.error(f"--parts {args.parts!r}: expected a comma-separated subset of cache, scaling, sync, async")
+    if args.steps < 2:
+        parser.error(f"--steps {args.steps}: need at least 2 (the first step is a warm-up and is not timed)")
     import ray
 
+    result: dict = {"config": {"preset": "configs/tiny.yaml", "steps": args.steps, "groups": args.groups,
+                               "group_size": args.group_size},
+                    "cpu_count": os.cpu_count(), "load_average_start": list(os.getloadavg())}
     ray.init(address="local", num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        assets = build_assets(root, train_scenes=64)
-        split = {w: time_steps(assets, root / f"run_{w}", w, args.steps, args.groups, args.group_size) for w in (1, 2)}
-    sync = time_weight_sync([float(x) for x in args.sync_sizes.split(",")])
-    ray.shutdown()
+        if parts & {"cache", "scaling", "async"}:
+            assets = build_assets(root, train_scenes=64)
 
-    print(f"GRPO step on the tiny preset ({args.groups} groups x {args.group_size} samples, mean of steps 2..{args.steps}), seconds")
-    print(f"{'rollout workers':>16s}" + "".join(f"{k:>14s}" for k in split[1]))
-    for w, row in split.items():
-        print(f"{w:>16d}" + "".join(f"{v:14.2f}" for v in row.values()))
-    ratio = split[1]["rollout_s"] / split[2]["rollout_s"]
-    print(f"rollout speed-up with 2 workers: {ratio:.2f}x; whole step: {split[1]['step_s'] / split[2]['step_s']:.2f}x")
-    print("\nweight sync, one sender to two receivers (fp32), best of 3")
-    print(f"{'backend':>14s}{'params (M)':>12s}{'seconds':>10s}{'GB/s':>8s}")
-    for row in sync:
-        print(f"{row['backend']:>14s}{row['params_m']:12.0f}{row['seconds']:10.3f}{row['gb_per_s']:8.2f}")
+        def timed(name: str, **kw) -> dict:
+            return time_steps(assets, root / name, steps=args.steps, groups=args.groups, group_size=args.group_size, **kw)
+
+        runs: dict = {}
+        if "cache" in parts:
+            runs["recompute"] = timed("recompute", workers=1, cache_prefix=False)
+            runs["cache"] = timed("cache", workers=1, cache_prefix=True)
+            ratios = compare_cache(runs["recompute"], runs["cache"])
+            result["prefix_cache"] = {"recompute": runs["recompute"], "cache": runs["cache"], **ratios}
+        if "scaling" in parts:
+            one = runs.get("cache") or timed("workers1", workers=1)
+            split = {1: one, 2: timed("workers2", workers=2)}
+            result["step_split"] = split
+            result["rollout_scaling_2_vs_1"] = split[1]["rollout_s"] / split[2]["rollout_s"]
+        if "async" in parts:
+            synchronous = runs.get("cache") or timed("synchronous", workers=1)
+            overlapped = timed("async", workers=1, max_staleness=1)
+            result["async"] = {"synchronous": synchronous, "async": overlapped,
+                               "step_speedup": synchronous["step_s"] / overlapped["step_s"]}
+    if "sync" in parts:
+        result["weight_sync"] = time_weight_sync([float(x) for x in args.sync_sizes.split(",")])
+    ray.shutdown()
+    result["load_average_end"] = list(os.getloadavg())
+
+    steps = f"{args.groups} groups x {args.group_size} samples, mean of steps 2..{args.steps}"
+    if "prefix_cache" in result:
+        pc = result["prefix_cache"]
+        print_split(f"GRPO step, train_target expert, 3 updates a step ({steps}), seconds",
+                    {"recompute (old)": pc["recompute"], "cache (new)": pc["cache"]})
+        print(f"learner: {pc['learner_speedup']:.2f}x faster with the prefix cache; whole step: {pc['step_speedup']:.2f}x"
+              f" (cache {pc['cache'].get('prefix_cache_mb', float('nan')):.1f} MiB, built in "
+              f"{pc['cache'].get('prefix_s', float('nan')):.2f} s a step)")
+    if "step_split" in result:
+        split = result["step_split"]
+        print_split(f"\nGRPO step by rollout workers, prefix cache on ({steps}), seconds",
+                    {f"{w} worker(s)": row for w, row in split.items()})
+        print(f"rollout speed-up with 2 workers: {result['rollout_scaling_2_vs_1']:.2f}x; "
+              f"whole step: {split[1]['step_s'] / split[2]['step_s']:.2f}x")
+    if "async" in result:
+        a = result["async"]
+        print_split(f"\nGRPO step, synchronous vs grpo.max_staleness=1, 1 rollout worker ({steps}), seconds",
+                    {"synchronous": a["synchronous"], "async": a["async"]})
+        print(f"async step: {a['step_speedup']:.2f}x the synchronous step's speed (its rollout ran during the previous"
+              f" update: {a['async'].get('prefetched_rollout_s', float('nan')):.2f} s, then waited "
+              f"{a['async'].get('prefetch_wait_s', float('nan')):.2f} s after the update)")
+    if "weight_sync" in result:
+        print("\nweight sync, one sender to two receivers (fp32), best of 3")
+        print(f"{'backend':>14s}{'params (M)':>12s}{'seconds':>10s}{'GB/s':>8s}")
+        for row in result["weight_sync"]:
+            print(f"{row['backend']:>14s}{row['params_m']:12.0f}{row['seconds']:10.3f}{row['gb_per_s']:8.2f}")
+    print(f"\nload average (1, 5, 15 min) at start {result['load_average_start']}, at end {result['load_average_end']}"
+          f" on {os.cpu_count()} CPUs")
     if args.out:
-        Path(args.out).write_text(json.dumps({"step_split": split, "rollout_scaling_2_vs_1": ratio, "weight_sync": sync,
-                                              "cpu_count": os.cpu_count()}, indent=1))
+        Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 
 

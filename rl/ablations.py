@@ -9,7 +9,8 @@ Every study starts from the demo run's data, codebook and SFT policies and write
 - sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries;
 - train_target: GRPO on the flow expert (ours), on the VLM's tokens (the paper's; trajectories from the
                 action tokens), and joint;
-- bridge:       SFT stage 2 of the expert with history initialisation on / off and KV interval 1, 2, 4, last.
+- bridge:       SFT stage 2 of the expert with history initialisation on / off, KV interval 1, 2, 4, last, and
+                several poses per expert token (`BRIDGE_VARIANTS`).
 A finished variant is reused when the study runs again.
 """
 from __future__ import annotations
@@ -27,18 +28,37 @@ from rl.config import TrainConfig
 from rl.config_io import ConfigError, load_config
 from rl.demo import PipelinePaths, _done, _with
 from rl.tracking import setup_console_logging
+from sim.conventions import VERSIONS
 
 logger = logging.getLogger(__name__)
 STUDIES = ("headline", "sample_types", "train_target", "bridge")
+# The bridge study's variants: name -> (folder under <run>/ablations/bridge, changes to the config's expert).
+# The default (no changes) is the demo's own SFT expert. The last three vary the suffix layout: several poses
+# per expert token at NAVSIM's 8 poses, and a dense 4 s plan (40 poses at 0.1 s, scored at 0.1 s) with one
+# token per pose against 5 poses (0.5 s) per token.
+BRIDGE_VARIANTS: dict[str, tuple[str, dict]] = {
+    "history init, interval 2": ("history_init", {}),
+    "noise init, interval 2": ("noise_init", {"policy.expert.init": "noise"}),
+    "interval 1 (every layer)": ("interval_1_every_layer",
+                                 {"policy.expert.kv_layer_interval": 1, "policy.expert.kv_layer_offset": 0}),
+    "interval 4": ("interval_4", {"policy.expert.kv_layer_interval": 4, "policy.expert.kv_layer_offset": 3}),
+    "last layer only": ("last_layer_only", {"policy.expert.kv_layers": [-1]}),
+    "8 poses, 2 per token (4 tokens)": ("waypoints_per_token_2", {"policy.expert.waypoints_per_token": 2}),
+    "40 poses at 0.1 s, 1 per token (40 tokens)": (
+        "dense_40_poses_1_per_token", {"policy.expert.horizon": 40, "policy.expert.interval_s": 0.1}),
+    "40 poses at 0.1 s, 5 per token (8 tokens)": (
+        "dense_40_poses_5_per_token",
+        {"policy.expert.horizon": 40, "policy.expert.interval_s": 0.1, "policy.expert.waypoints_per_token": 5}),
+}
 
 
 def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str) -> dict:
     from rl.evaluate import run_evaluation
 
-    done = [out / v / "summary.json" for v in ("v1", "v2")]
+    done = [out / v / "summary.json" for v in VERSIONS]
     if all(f.is_file() for f in done):
-        return {v: json.loads(f.read_text()) for v, f in zip(("v1", "v2"), done)}
-    return run_evaluation(str(paths.split("test")), str(out), ("v1", "v2"), checkpoint=str(policy_dir),
+        return {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)}
+    return run_evaluation(str(paths.split("test")), str(out), VERSIONS, checkpoint=str(policy_dir),
                           action_source=action_source, sample_types=["pos"])
 
 
@@ -114,7 +134,7 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
         runs = rows[1:]
         mean = {k: float(np.mean([r[k] for r in runs])) for k in ("PDMS", "EPDMS", "collisions cut-in/lead/red")}
         rows.append({"variant": f"GRPO mean +- std ({len(seeds)} seeds)", **mean,
-                     "PDMS std": float(np.std([r["PDMS"] for r in runs])), "vs SFT": mean["PDMS"] / sft_score})
+                     "PDMS std": float(np.std([r["PDMS"] for r in runs], ddof=1)) if len(runs) > 1 else float("nan"), "vs SFT": mean["PDMS"] / sft_score})
     elif study == "sample_types":
         for name, mix in (("pos", {"pos": 1.0}), ("pos+neg", {"pos": 0.57, "neg": 0.43}),
                           ("pos+neg+rec", {"pos": 0.5, "neg": 0.375, "rec": 0.125})):
@@ -131,13 +151,9 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
     elif study == "bridge":
         from rl.sft import run_sft
 
-        variants = {"history init, interval 2": {}, "noise init, interval 2": {"policy.expert.init": "noise"},
-                    "interval 1 (every layer)": {"policy.expert.kv_layer_interval": 1, "policy.expert.kv_layer_offset": 0},
-                    "interval 4": {"policy.expert.kv_layer_interval": 4, "policy.expert.kv_layer_offset": 3},
-                    "last layer only": {"policy.expert.kv_layers": [-1]}}
-        for name, changes in variants.items():
-            folder = out / name.split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
-            if name.startswith("history"):
+        for name, (folder_name, changes) in BRIDGE_VARIANTS.items():
+            folder = out / folder_name
+            if not changes:
                 policy_dir = paths.sft_expert / "policy"
             else:
                 policy_dir = folder / "policy"

@@ -7,6 +7,10 @@
     <dir>/latest              the name of the newest COMPLETE step directory, written last and atomically
 
 A step directory without a `latest` pointing at it is incomplete (the job died while writing it) and is ignored.
+
+Asynchronous mode (`grpo.max_staleness: 1`) needs nothing more here: the driver never samples the step after a
+checkpoint ahead (it is sampled after the weight push, with the checkpoint's weights), so a run resumed from
+step_N samples step N+1 exactly as the uninterrupted run did.
 """
 from __future__ import annotations
 

@@ -10,10 +10,17 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rl.config_io import ConfigError
-from rl.policy.config import PolicyConfig, validate_policy_config
+from rl.grpo.losses import KL_ESTIMATORS
+from rl.policy.config import ACTION_SOURCES, PolicyConfig, validate_policy_config
+from sim.conventions import SAMPLE_TYPES
 
+# Each enumeration of the config is defined here once (ACTION_SOURCES: rl.policy.config; sample types:
+# sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported wherever it is checked.
 TRAIN_TARGETS = ("vlm", "expert", "joint")
-KL_ESTIMATORS = ("k1", "k3")
+FLOW_TARGETS = ("expert", "joint")  # the train targets whose objective needs the expert's flow chains
+REFERENCE_MODES = ("frozen_copy", "adapters_off")
+SFT_STAGES = ("vlm", "expert")
+RESUME_MODES = ("auto", "never")
 
 
 @dataclass
@@ -41,6 +48,10 @@ class SFTConfig:
     zero_stage: int = 1
     freeze_vision: bool = False  # [paper] freezes it; the tiny preset's random vision encoder must learn
     sample_types: list[str] = field(default_factory=lambda: ["pos", "rec"])  # negatives are never imitated
+    # what SFT imitates: "expert", the ground truth (`future`; a recovery scene's correction); "log", each scene's
+    # logged drive (`human_trajectory`, 4 s: NAVSIM's log, or the synthetic world's human with its mistakes when
+    # generated with --human-logs), the expert where a scene has no log and for recovery scenes (rl.sft)
+    target: str = "expert"
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
     num_workers: int = 0  # DataLoader worker processes
@@ -73,8 +84,17 @@ class GRPOConfig:
     kl_estimator: str = "k3"
     normalize_std: bool = True
     advantage_std_floor: float = 0.0  # normalise by max(std, floor): tiny reward differences stay tiny
-    filter_no_spread: bool = True
-    main_reward: str = "pdms"  # the component whose spread decides whether a group is kept
+    filter_no_spread: bool = True  # drop near-tie groups (see tie_tolerance); unscorable groups are always dropped
+    # A group whose scorable TOTAL rewards span (max - min) no more than this is a near tie and is dropped
+    # (counted in train/groups_dropped/near_tie). 1e-3 is the resolution PDMS is read at (NAVSIM reports it in
+    # percent with one decimal); below it, differences are crumbs - PDMS moves by 5/12 of an EP difference, so
+    # 1e-3 is about 10 cm of progress on a 40 m plan, and the CoT penalty moves by at most 1.5e-4 a character -
+    # which std normalisation would blow up to unit-scale advantages. 0: exact ties only.
+    tie_tolerance: float = 1e-3
+    # 0: synchronous (sample, score, update, push). 1: the next step's groups are sampled and scored during this
+    # step's learner update, with the weights from before it (one version behind; the ratio uses the recorded
+    # log-probs). The step after a checkpoint is always sampled after the push (exact resume).
+    max_staleness: int = 0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -94,7 +114,13 @@ class RolloutConfig:
 
 @dataclass
 class RewardTermConfig:
-    """One reward function: a registry name, `pkg.module:fn` or `path/file.py:fn`; its weight and kwargs."""
+    """One reward function: a registry name, `pkg.module:fn` or `path/file.py:fn`; its weight and kwargs.
+
+    Trust: a `pkg.module:fn` or `path/file.py:fn` spec names code that is imported, and so run, in the
+    driver (when `python -m rl.train` checks the config) and in every scorer worker. A config with reward
+    specs is code: use only configs and plug-in files you trust. `label`: the name its components are
+    logged under (default: the function name); labels must be unique within `scorer.rewards`.
+    """
 
     name: str = "pdms"
     weight: float = 1.0
@@ -106,8 +132,10 @@ def _default_rewards() -> list[RewardTermConfig]:
     # r = r_drive - w_N r_neg + w_R r_rec - lambda_C r_CoT   (spanvla.md 2.3)
     return [
         RewardTermConfig("pdms", 1.0, {"version": "v1"}),
-        RewardTermConfig("negative_l2", -5.0, {"threshold_m": 1.7}),
-        RewardTermConfig("recovery_l2", 1.0, {"threshold_m": 1.7}),
+        # region "separation": d = ADE(expert, negative) / ADE(naive continuation, correction), reachable by a
+        # policy near the expert; "fixed" (threshold_m 1.7, the paper's) is out of reach on the synthetic world
+        RewardTermConfig("negative_l2", -5.0, {"region": "separation"}),
+        RewardTermConfig("recovery_l2", 1.0, {"region": "separation"}),
         RewardTermConfig("cot_length", -1.0, {}),
     ]
 
@@ -120,6 +148,14 @@ class ScorerConfig:
     cpus_per_worker: float = 1.0
     timeout_s: float = 60.0
     rewards: list[RewardTermConfig] = field(default_factory=_default_rewards)
+    # The run stops with an error naming the failing reward term(s) when the share of unscorable samples over
+    # the last `unscorable_window_steps` steps passes this. Judged on a full window of steps, not per step: one
+    # crashed scorer worker can make a single step unscorable (that step is skipped, the run goes on), while a
+    # run-long cumulative share would take as many broken steps as good ones to notice a term that breaks
+    # late. Unscorable samples are rarely missing at random (odd plans are the ones that break a term), so
+    # beyond a fifth the baselines are computed over a biased subset. 1.0: never stop.
+    max_unscorable_share: float = 0.2
+    unscorable_window_steps: int = 5
 
 
 @dataclass
@@ -144,6 +180,7 @@ class LearnerConfig:
     bf16: bool = False
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     reference: str = "frozen_copy"  # frozen_copy | adapters_off (LoRA only)
+    cache_prefix: bool = True  # train_target expert: run the frozen VLM once a step, not per update and reference
 
 
 @dataclass
@@ -235,6 +272,37 @@ class TrainConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
+    def _validate_spanning_rules(self) -> None:
+        """Rules between keys (no file is read; `rl.input_checks` checks what the keys point to)."""
+        g, r = self.grpo, self.rollout
+        if g.train_target in FLOW_TARGETS and r.action_source != "expert":
+            raise ConfigError(
+                f"grpo.train_target={g.train_target!r} trains on the expert's flow steps, which only"
+                f" rollout.action_source='expert' samples (got rollout.action_source={r.action_source!r}):"
+                " set rollout.action_source=expert, or grpo.train_target=vlm to train on action tokens")
+        if g.train_target == "vlm" and r.action_source != "tokens":
+            # the VLM's gradient reaches only its tokens; rewarding the expert's plan would credit the flow noise's
+            # reward variance to the reasoning tokens, which do not decide the plan
+            raise ConfigError(
+                f"grpo.train_target='vlm' trains the VLM's tokens, so the rewarded plan must be the one they decode:"
+                f" set rollout.action_source=tokens (got {r.action_source!r}), or grpo.train_target=joint to train"
+                " the VLM and the expert on the expert's plan")
+        for key, types in (("sft.sample_types", self.sft.sample_types), ("grpo.schedule.mix", list(g.schedule.mix))):
+            unknown = [t for t in types if t not in SAMPLE_TYPES]
+            if unknown:
+                raise ConfigError(f"{key}: unknown sample type(s) {unknown}; expected names from {SAMPLE_TYPES}")
+        mix = g.schedule.mix
+        if any(not w >= 0 for w in mix.values()) or sum(mix.values()) <= 0:
+            raise ConfigError(f"grpo.schedule.mix={dict(mix)}: shares must be >= 0 and sum to more than 0")
+        keys: dict[str, int] = {}
+        for i, term in enumerate(self.scorer.rewards):
+            key = term.label or term.name.rsplit(":", 1)[-1]
+            if key in keys:
+                raise ConfigError(
+                    f"scorer.rewards[{i}] ({term.name!r}) and scorer.rewards[{keys[key]}] are both logged as"
+                    f" {key!r}: give one a distinct label")
+            keys[key] = i
+
     def validate(self) -> "TrainConfig":
         """Checks the types cannot express; each error names the key and what to change."""
         validate_policy_config(self.policy)
@@ -247,20 +315,42 @@ class TrainConfig:
             raise ConfigError(f"grpo.group_size={g.group_size}: a group needs at least 2 samples to compare")
         if g.groups_per_step < 1 or g.steps < 0:
             raise ConfigError("grpo.groups_per_step must be >= 1 and grpo.steps >= 0")
-        if self.rollout.action_source not in ("tokens", "expert"):
-            raise ConfigError(f"rollout.action_source={self.rollout.action_source!r}: expected 'tokens' or 'expert'")
+        if self.rollout.action_source not in ACTION_SOURCES:
+            raise ConfigError(f"rollout.action_source={self.rollout.action_source!r}: expected one of {ACTION_SOURCES}")
         if self.rollout.num_workers < 1 or self.scorer.num_workers < 1 or self.learner.num_workers < 1:
             raise ConfigError("rollout.num_workers, scorer.num_workers and learner.num_workers must each be >= 1")
-        if self.learner.reference not in ("frozen_copy", "adapters_off"):
-            raise ConfigError(f"learner.reference={self.learner.reference!r}: expected 'frozen_copy' or 'adapters_off'")
+        if self.learner.reference not in REFERENCE_MODES:
+            raise ConfigError(f"learner.reference={self.learner.reference!r}: expected one of {REFERENCE_MODES}")
         if self.learner.reference == "adapters_off" and not self.learner.lora.enabled:
             raise ConfigError("learner.reference='adapters_off' needs learner.lora.enabled=true")
-        if self.sft.stage not in ("vlm", "expert"):
-            raise ConfigError(f"sft.stage={self.sft.stage!r}: expected 'vlm' or 'expert'")
-        if self.checkpoint.resume not in ("auto", "never"):
-            raise ConfigError(f"checkpoint.resume={self.checkpoint.resume!r}: expected 'auto' or 'never'")
-        if self.eval.version not in ("v1", "v2"):
-            raise ConfigError(f"eval.version={self.eval.version!r}: expected 'v1' or 'v2'")
+        if self.learner.zero_stage not in (0, 1, 2):
+            raise ConfigError(f"learner.zero_stage={self.learner.zero_stage}: the GRPO learner supports ZeRO stages "
+                              "0, 1 and 2 (stage 3 partitions the weights that weight sync and export read)")
+        if self.sft.stage not in SFT_STAGES:
+            raise ConfigError(f"sft.stage={self.sft.stage!r}: expected one of {SFT_STAGES}")
+        if self.checkpoint.resume not in RESUME_MODES:
+            raise ConfigError(f"checkpoint.resume={self.checkpoint.resume!r}: expected one of {RESUME_MODES}")
+        from rewards.pdm.scorer import VERSIONS  # the scorer owns NAVSIM's versions
+
+        for key, version in (("eval.version", self.eval.version), ("pipeline.eval_version", self.pipeline.eval_version)):
+            if version not in VERSIONS:
+                raise ConfigError(f"{key}={version!r}: expected one of {VERSIONS}")
         if not self.scorer.rewards:
             raise ConfigError("scorer.rewards is empty: configure at least the driving reward (e.g. pdms)")
+        self._validate_spanning_rules()
+        if not 0.0 <= self.scorer.max_unscorable_share <= 1.0:
+            raise ConfigError(f"scorer.max_unscorable_share={self.scorer.max_unscorable_share}: expected a share in [0, 1]")
+        if self.scorer.unscorable_window_steps < 1:
+            raise ConfigError(f"scorer.unscorable_window_steps={self.scorer.unscorable_window_steps}: expected >= 1")
+        if g.tie_tolerance < 0:
+            raise ConfigError(f"grpo.tie_tolerance={g.tie_tolerance}: expected >= 0")
+        if g.max_staleness not in (0, 1):
+            raise ConfigError(f"grpo.max_staleness={g.max_staleness}: expected 0 (synchronous) or 1 (the next step is "
+                              "sampled during this step's update, one policy version behind)")
+        from rewards.shaping import REGIONS
+
+        for i, term in enumerate(self.scorer.rewards):
+            region = (term.kwargs or {}).get("region")
+            if term.name in ("negative_l2", "recovery_l2") and region is not None and region not in REGIONS:
+                raise ConfigError(f"scorer.rewards[{i}] ({term.name}): kwargs.region={region!r}: expected one of {REGIONS}")
         return self

@@ -24,6 +24,7 @@ from typing import Optional
 from rl.config import TrainConfig
 from rl.config_io import ConfigError, load_config
 from rl.tracking import setup_console_logging
+from sim.conventions import VERSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def stage_data(cfg: TrainConfig, paths: PipelinePaths) -> None:
     options = GeneratorOptions(tuple(p.families or FAMILIES), p.neg_share, p.rec_share,
                                CameraConfig(height=p.image_height, width=p.image_width))
     splits = {"train": p.train_scenes, "val": p.val_scenes, "test": p.test_scenes}
-    generate_splits(paths.data, splits, cfg.seed, options, workers=p.generate_workers)
+    # resume: a demo stopped while generating continues its splits (and refuses other options than it had)
+    generate_splits(paths.data, splits, cfg.seed, options, workers=p.generate_workers, resume=True)
 
 
 def stage_codebook(cfg: TrainConfig, paths: PipelinePaths) -> dict:
@@ -121,11 +123,11 @@ def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, d
 
     results = {}
     for name, spec in planners.items():
-        done = [paths.eval / name / v / "summary.json" for v in ("v1", "v2")]
+        done = [paths.eval / name / v / "summary.json" for v in VERSIONS]
         if all(f.is_file() for f in done):
-            results[name] = {v: json.loads(f.read_text()) for v, f in zip(("v1", "v2"), done)}
+            results[name] = {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)}
         else:
-            results[name] = run_evaluation(str(paths.split("test")), str(paths.eval / name), ("v1", "v2"),
+            results[name] = run_evaluation(str(paths.split("test")), str(paths.eval / name), VERSIONS,
                                            sample_types=["pos"], **spec)
     return results
 

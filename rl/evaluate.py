@@ -13,6 +13,8 @@ files, a folder of scene JSON files (`../shared/spec/scene_json.md`) or one such
                 reported with valid = False and their error, and left out of the average, as in NAVSIM);
   summary.json  the average, per scenario family and per sample type, and the failed scenes;
 and prints the summary table. Only the policy needs camera images; the baselines score any scene.
+Exit status: 0 when scenes were scored (a warning on stderr says how many failed, if any), 1 when every
+scene failed (results.csv still lists each one's error), 2 for bad arguments or unreadable inputs.
 """
 from __future__ import annotations
 
@@ -29,11 +31,32 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from rl.policy.config import ACTION_SOURCES
+from sim.conventions import SAMPLE_TYPES
 from sim.scene import Scene
 
 logger = logging.getLogger(__name__)
 
 BASELINES = ("constant_velocity", "ground_truth")
+# Long names accepted on the command line for the dataset's sample types.
+SAMPLE_TYPE_ALIASES = {"positive": "pos", "negative": "neg", "recovery": "rec"}
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot give a result: bad arguments, no scenes selected, or every scene failed."""
+
+
+def parse_sample_types(text: str) -> Optional[list[str]]:
+    """`--sample-types`: comma-separated pos / neg / rec (or positive / negative / recovery), or 'all' (None)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return None
+    unknown = [t for t in names if t not in SAMPLE_TYPES and t not in SAMPLE_TYPE_ALIASES]
+    if unknown or not names:
+        valid = ", ".join(SAMPLE_TYPES)
+        raise EvaluationError(f"--sample-types {text!r}: unknown sample type(s) {unknown or [text]}; valid: {valid}"
+                              f" (or positive, negative, recovery), comma-separated, or 'all'")
+    return list(dict.fromkeys(SAMPLE_TYPE_ALIASES.get(t, t) for t in names))
 # scene_json keys -> NAVSIM result-CSV columns
 V1_COLUMNS = {"NC": "no_at_fault_collisions", "DAC": "drivable_area_compliance", "EP": "ego_progress",
               "TTC": "time_to_collision_within_bound", "C": "comfort", "DDC_weight0": "driving_direction_compliance",
@@ -53,18 +76,23 @@ def columns_for(version: str) -> dict[str, str]:
 
 def iter_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = None) -> tuple[int, Iterator[Scene]]:
     """(count, scenes) from a dataset directory / shard, a folder of scene JSON files, or one JSON file."""
-    from sim.dataset import SceneDataset
+    from sim.dataset import SceneDataset, find_manifest
     from sim.scene_json import load_scene_json
 
     path = Path(path)
     json_files = sorted(path.glob("*.json")) if path.is_dir() else ([path] if path.suffix == ".json" else [])
-    json_files = [f for f in json_files if f.name not in ("manifest.json", "splits.json")]
+    json_files = [f for f in json_files if f.name not in ("_manifest.json", "manifest.json", "splits.json")]
     is_dataset = path.is_file() and path.suffix == ".parquet" or path.is_dir() and (
-        (path / "manifest.json").exists() or any(path.glob("shard-*.parquet")))
+        find_manifest(path) is not None or any(path.glob("shard-*.parquet")))
     if is_dataset:
         dataset = SceneDataset(path)
         where = {"sample_type": list(sample_types)} if sample_types else None
         count = dataset.read(["token"], where=where).num_rows
+        if count == 0:
+            present = dataset.read(["sample_type"]).column("sample_type").to_pylist()
+            have = ", ".join(f"{t} {present.count(t)}" for t in SAMPLE_TYPES if t in present) or "no scenes"
+            raise EvaluationError(f"--scenes {path}: no scenes of sample type(s) {list(sample_types or [])}"
+                                  f" (it holds: {have}); choose them with --sample-types")
         return count, dataset.scenes(where=where)
     if json_files:
         def load() -> Iterator[Scene | UnreadableScene]:
@@ -77,7 +105,7 @@ def iter_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = None) 
                 if not sample_types or scene.sample_type in sample_types:
                     yield scene
         return len(json_files), load()
-    raise FileNotFoundError(f"--scenes {path}: not a dataset (manifest.json / shard-*.parquet) nor scene JSON files")
+    raise FileNotFoundError(f"--scenes {path}: not a dataset (_manifest.json / shard-*.parquet) nor scene JSON files")
 
 
 @dataclass
@@ -136,8 +164,13 @@ def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_sour
 
     from rl.policy import SpanVLAPolicy
 
+    from rl.policy.policy_dir import CheckpointError
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = SpanVLAPolicy.load(checkpoint, device=device).eval()
+    try:
+        policy = SpanVLAPolicy.load(checkpoint, device=device).eval()
+    except CheckpointError as err:
+        raise EvaluationError(f"--checkpoint {checkpoint}: {err}") from None
     source = action_source or policy.config.action_source
     e = policy.config.expert
     return Planner(f"policy[{source}]", policy, source, e.horizon, e.interval_s)
@@ -224,6 +257,8 @@ def summarise(frame: pd.DataFrame, version: str) -> dict:
         "by_family": {f: means(g) for f, g in sorted(valid.groupby("family"))},
         "by_sample_type": {t: means(g) for t, g in sorted(valid.groupby("sample_type"))},
         "negative_prone_families": means(prone),
+        "num_scenes": int(len(frame)),
+        "num_failed": int((~frame["valid"]).sum()),
         "failed": [{"token": r.token, "error": r.error} for r in frame[~frame["valid"]].itertuples()],
     }
 
@@ -270,6 +305,9 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
     frames = evaluate(planner, stream, total, versions, batch_size, show_progress)
     summaries = {}
     for version, frame in frames.items():
+        if frame.empty:
+            raise EvaluationError(f"--scenes {scenes}: no scenes of sample type(s) {list(sample_types or [])}"
+                                  " to score; choose them with --sample-types")
         summary = summarise(frame, version)
         summary["planner"] = planner.name
         summary["scenes"] = str(scenes)
@@ -280,30 +318,51 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Exit status: 0 scored (some scenes may have failed: a warning says how many), 1 every scene failed,
+    2 bad arguments or inputs."""
+    from rewards.pdm.scorer import VERSIONS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--checkpoint", help="a saved policy directory (e.g. <run>/ckpt/step_N/policy or an SFT policy)")
     who.add_argument("--baseline", choices=BASELINES)
     parser.add_argument("--scenes", required=True, help="dataset dir / shard, folder of scene JSON files, or one file")
-    parser.add_argument("--version", choices=("v1", "v2", "both"), default="v1",
+    parser.add_argument("--version", choices=(*VERSIONS, "both"), default="v1",
                         help="NAVSIM v1 (PDMS), v2 (EPDMS), or both (written to <out>/v1 and <out>/v2)")
     parser.add_argument("--out", help="folder for results.csv and summary.json")
-    parser.add_argument("--action-source", choices=("expert", "tokens"), help="policy trajectories (default: its config)")
-    parser.add_argument("--sample-types", default="pos", help="comma-separated sample types to score ('all' for every one)")
+    parser.add_argument("--action-source", choices=ACTION_SOURCES, help="policy trajectories (default: its config)")
+    parser.add_argument("--sample-types", default="pos",
+                        help=f"comma-separated sample types to score: {', '.join(SAMPLE_TYPES)} (or positive, negative,"
+                             " recovery), or 'all'")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sample_types = None if args.sample_types == "all" else [t for t in args.sample_types.split(",") if t]
     try:
-        versions = ("v1", "v2") if args.version == "both" else (args.version,)
+        sample_types = parse_sample_types(args.sample_types)
+        versions = VERSIONS if args.version == "both" else (args.version,)
         summaries = run_evaluation(args.scenes, args.out, versions, args.checkpoint, args.baseline,
                                    args.action_source, sample_types, args.batch_size)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    status = 0
     for version, summary in summaries.items():
+        failed, total = summary["num_failed"], summary["num_scenes"]
+        first = "; ".join(f"{f['token']}: {f['error']}" for f in summary["failed"][:3])
+        where = ""
+        if args.out:
+            csv = Path(args.out) / ("" if len(summaries) == 1 else version) / "results.csv"
+            where = f" (each scene's error: {csv})"
+        if failed == total:
+            print(f"error: NAVSIM {version}: all {total} scenes failed, nothing was scored{where}; first: {first}",
+                  file=sys.stderr)
+            status = 1
+            continue
         print(format_summary(summary, f"{summary['planner']} on {args.scenes} (NAVSIM {version})"))
-    return 0
+        if failed:
+            print(f"warning: NAVSIM {version}: {failed} of {total} scenes failed and are left out of the average"
+                  f"{where}; first: {first}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -133,16 +133,19 @@ def before_after_pictures(paths, before_policy: str, after_policy: str, tokens: 
     if not scenes:
         return []
     plans = {}
+    intervals = {}
     for label, policy_dir in (("SFT", before_policy), ("GRPO", after_policy)):
-        result = SpanVLAPolicy.load(policy_dir).eval().plan(scenes, action_source=source)
+        policy = SpanVLAPolicy.load(policy_dir).eval()
+        result = policy.plan(scenes, action_source=source)
         plans[label] = (result.trajectories, result.reasoning)
+        intervals[label] = policy.config.expert.interval_s  # plans are scored at the policy's own pose interval
     scorer = PDMScorer("v1")
     written = []
     for i, scene in enumerate(scenes):
         prepared = scorer.prepare(scene)
         lines = [f"{scene.token}  ({scene.family}, {scene.sample_type})"]
         for label in plans:
-            score = scorer.score(prepared, plans[label][0][i][None])[0]
+            score = scorer.score(prepared, plans[label][0][i][None], interval_s=intervals[label])[0]
             lines.append(f"{label}: PDMS {score['PDMS']:.3f} (NC {score['NC']:.1f} DAC {score['DAC']:.0f} "
                          f"TTC {score['TTC']:.0f} EP {score['EP']:.2f}) - {plans[label][1][i][:160]}")
         path = paths.report / f"before_after_{i}_{scene.family}.png"
@@ -150,6 +153,27 @@ def before_after_pictures(paths, before_policy: str, after_policy: str, tokens: 
                            plan_colors=["tab:orange", "tab:blue"], text="\n".join(lines))
         written.append(path)
     return written
+
+
+def group_picture(path: Path, step: int, scene, group, totals: np.ndarray, components: list[dict]) -> Path:
+    """The picture of one sampled group during training: the scene from above with the group's G trajectories
+    coloured by total reward, the best sample's reasoning and its reward breakdown.
+
+    step: the step as logged (1-based); group: an `rl.policy.GroupSample`; totals: (G,) total rewards (NaN for an
+    unscorable sample); components: per sample, the reward components of `actors.scorer.GroupScores`."""
+    from sim.bev import save_scene_picture
+
+    totals = np.asarray(totals, dtype=float)
+    scorable = np.isfinite(totals).any()
+    values = np.nan_to_num(totals, nan=np.nanmin(totals) if scorable else 0.0)
+    best = int(np.nanargmax(totals)) if scorable else 0
+    sample = group.samples[best]
+    reasoning = "".join(ch if ch.isprintable() else "?" for ch in sample.reasoning)
+    text = (f"step {step}  scene {scene.token} ({scene.sample_type})\n"
+            f"rewards: " + " ".join(f"{v:.2f}" for v in totals) + "\n"
+            f"best sample ({sample.mode}): {reasoning}\n"
+            + "\n".join(f"{k}: {v:.3f}" for k, v in sorted(components[best].items())))
+    return save_scene_picture(path, scene, plans=list(group.trajectories), plan_values=list(values), text=text)
 
 
 def write_report(paths, results: dict, codebook: dict, cfg, before: str, after: str) -> Path:

@@ -8,6 +8,8 @@ weighting (vision encoder frozen by option). Stage `expert` (2.2) trains the flo
 the VLM frozen; it starts from the stage-`vlm` policy (`sft.init`). Each stage writes `<sft.out_dir>/policy`
 (the policy directory later stages load), `metrics.jsonl`, and DeepSpeed checkpoints under `ckpt/`.
 Under a distributed launcher (RANK / WORLD_SIZE set), each rank trains on its share of every batch.
+`sft.target` chooses what both stages imitate (trajectory and action tokens): "expert" (the default), the
+ground truth; "log", each scene's logged drive (`sft_target_scenes`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,38 @@ from rl.scene_store import SceneStore
 from rl.tracking import Tracker, setup_console_logging
 
 logger = logging.getLogger(__name__)
+
+SFT_TARGETS = ("expert", "log")
+
+
+def sft_target_scenes(scenes: list, target: str) -> list:
+    """The scenes as SFT imitates them. target "expert": unchanged (the ground truth `future`; a `rec` scene's
+    `recovery_trajectory`). "log": a scene's `future` becomes its logged drive `human_trajectory` (N, 3), ego
+    frame, 0.5 s apart (N = 8 on NAVSIM and in the synthetic world: 4 s), as a user imitating navtrain's logs
+    does; with the world's human logs (`python -m sim.generate --human-logs`) that log holds its mistakes.
+    A scene without a log keeps `future`; a `rec` scene keeps its correction."""
+    if target not in SFT_TARGETS:
+        raise ConfigError(f"sft.target={target!r}: expected one of {SFT_TARGETS}")
+    if target == "expert":
+        return list(scenes)
+    return [scene.with_sample(future=np.asarray(scene.human_trajectory, dtype=np.float64))
+            if scene.human_trajectory is not None and scene.sample_type != "rec" else scene for scene in scenes]
+
+
+def check_log_horizon(policy, cfg: TrainConfig) -> None:
+    """sft.target=log imitates 4 s logs (8 poses): the expert's horizon and the action tokens must fit in them."""
+    from rl.policy.inputs import action_token_count
+    from sim.conventions import LOG_INTERVAL_S, NAVSIM_PLAN_POSES
+
+    e = policy.config.expert
+    span = e.horizon * e.interval_s
+    if cfg.sft.stage == "vlm" and policy.codebook is not None:
+        segment = policy.codebook.segment_s
+        span = max(span, action_token_count(e.horizon, e.interval_s, segment) * segment)
+    if span > NAVSIM_PLAN_POSES * LOG_INTERVAL_S + 1e-9:
+        raise ConfigError(f"sft.target=log: the logs cover {NAVSIM_PLAN_POSES * LOG_INTERVAL_S:g} s, the targets need "
+                          f"{span:g} s (policy.expert.horizon x interval_s, or the codebook's segments): shorten the "
+                          "horizon or use sft.target=expert")
 
 
 def fit_normalizer(policy, cfg: TrainConfig) -> None:
@@ -86,14 +120,20 @@ def _lr_lambda(warmup: int, total: int):
 def run_sft(cfg: TrainConfig) -> Path:
     """Train one SFT stage; returns the directory of the saved policy."""
     from rl.deepspeed_engine import create_engine
+    from rl.input_checks import validate_sft_inputs
 
     s = cfg.sft
+    if s.target not in SFT_TARGETS:
+        raise ConfigError(f"sft.target={s.target!r}: expected one of {SFT_TARGETS}")
+    validate_sft_inputs(cfg)  # the split, sft.init or the codebook: fail before any model is built
     torch.manual_seed(cfg.seed)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = SceneStore(cfg.data.train)
     policy = build_or_load_policy(cfg)
+    if s.target == "log":
+        check_log_horizon(policy, cfg)
     if s.stage == "vlm":
         policy.set_trainable(vision=not s.freeze_vision, language=True, expert=False)
         loss_fn, collate = policy.vlm_sft_loss, policy.collator("tokens")
@@ -120,7 +160,7 @@ def run_sft(cfg: TrainConfig) -> Path:
             order, cursor = rng.permutation(rows), 0
         batch_rows = order[cursor + rank * s.batch_size: cursor + (rank + 1) * s.batch_size]
         cursor += s.batch_size * world
-        batch = collate(train.scenes(batch_rows))
+        batch = collate(sft_target_scenes(train.scenes(batch_rows), s.target))
         out_loss = loss_fn(batch)
         engine.backward(out_loss.loss)
         engine.step()
@@ -156,6 +196,10 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Exit status: 0 done, 2 a bad config or input (a missing codebook, a damaged sft.init, a bad dataset)."""
+    from rl.policy.policy_dir import CheckpointError
+    from rl.policy.codebook import CodebookError
+    from rl.policy.config import PolicyConfigError
     from sim.dataset import DatasetError
 
     setup_console_logging()
@@ -163,7 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = parse_args(argv)
         run_sft(cfg)
-    except (ConfigError, DatasetError) as err:
+    except (ConfigError, DatasetError, CheckpointError, CodebookError, PolicyConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -10,8 +10,9 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,41 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     """All records of a metrics JSONL file, in order."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class PhaseTimer:
+    """Wall-clock seconds of the named phases of one unit of work (a GRPO step), as `timing/<phase>_s` metrics.
+
+        timer = PhaseTimer()
+        with timer("learner"):
+            ...
+        timer.metrics()  # {"timing/learner_s": ..., "timing/step_s": seconds since the timer was made}
+
+    A phase entered twice adds up; `record` adds seconds measured elsewhere (e.g. on another thread)."""
+
+    def __init__(self, total: str = "step"):
+        self._start = time.perf_counter()
+        self._total = total
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(phase, time.perf_counter() - start)
+
+    def record(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def metrics(self, phases: tuple[str, ...] = ()) -> dict[str, float]:
+        """`timing/<phase>_s` for every phase timed, 0.0 for those of `phases` that did not run, and
+        `timing/<total>_s` (the whole unit)."""
+        out = {f"timing/{p}_s": 0.0 for p in phases}
+        out.update({f"timing/{p}_s": s for p, s in self.seconds.items()})
+        out[f"timing/{self._total}_s"] = time.perf_counter() - self._start
+        return out
 
 
 class Tracker:

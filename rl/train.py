@@ -6,6 +6,15 @@ Starts a local Ray when none is running (or joins the cluster of RAY_ADDRESS / `
 same way under `ray job submit --working-dir . -- python -m rl.train ...` against a cluster started with
 `ray start --head`. Scaling is configuration only (rollout.num_workers, rollout.gpus_per_worker,
 scorer.num_workers, learner.num_workers, learner.gpus_per_worker).
+
+Before Ray starts, the config and what it names are checked (`rl.input_checks`): reward functions and their
+kwargs, the `policy_init` policy directory, the datasets; a bad input exits with status 2 and an error that
+names the key.
+
+Trust: reward specs are code. `scorer.rewards[i].name` may name any importable function
+(`package.module:function`) or a Python file (`path/to/file.py:function`); checking the config imports it
+here, and every scorer worker imports it again, which runs the module's code. Use only configs and
+plug-in files you trust.
 """
 from __future__ import annotations
 
@@ -14,7 +23,7 @@ import sys
 from typing import Optional
 
 from rl.config import TrainConfig
-from rl.config_io import ConfigError, load_config
+from rl.config_io import load_config
 from rl.tracking import setup_console_logging
 
 
@@ -27,18 +36,23 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainConfig:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Exit status: 0 done, 2 a bad config or input (reported before Ray starts), 3 too many unscorable samples."""
     setup_console_logging()
-    from sim.dataset import DatasetError
-
     try:
         cfg = parse_args(argv)
         from rl.driver import GRPODriver
 
-        driver = GRPODriver(cfg)
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
+        driver = GRPODriver(cfg)  # checks what the config names (rl.input_checks) before Ray starts
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, InputError, DatasetError, CheckpointError, ...
         print(f"error: {err}", file=sys.stderr)
         return 2
-    driver.run()
+    from rl.grpo.unscorable import UnscorableShareError
+
+    try:
+        driver.run()
+    except UnscorableShareError as err:  # too many samples could not be scored (scorer.max_unscorable_share)
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

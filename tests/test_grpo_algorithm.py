@@ -1,11 +1,11 @@
-"""GRPO's pure functions: advantages, filtering, clipped losses, KL estimators, flow-step losses."""
+"""GRPO's pure functions: advantages, the group filter, clipped losses, KL estimators, flow-step losses."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from rl.grpo.advantages import batch_advantages, group_advantages, group_has_spread
+from rl.grpo.advantages import NEAR_TIE, UNSCORABLE, batch_advantages, drop_reason, group_advantages
 from rl.grpo.losses import (
     clipped_policy_loss,
     flow_grpo_loss,
@@ -36,17 +36,108 @@ def test_a_group_with_a_single_scorable_sample_has_no_signal():
     np.testing.assert_array_equal(group_advantages(np.array([np.nan, 0.7, np.nan])), [0.0, 0.0, 0.0])
 
 
-def test_groups_without_spread_in_the_main_reward_are_filtered():
-    assert not group_has_spread(np.array([0.9, 0.9, 0.9]))
-    assert group_has_spread(np.array([0.9, 0.8, np.nan]))
-    total = [np.array([1.0, 1.2]), np.array([0.3, 0.9])]
-    main = [np.array([1.0, 1.0]), np.array([0.3, 0.9])]  # group 0 differs only by shaping terms
-    adv, kept = batch_advantages(total, main)
-    np.testing.assert_array_equal(kept, [False, True])
-    np.testing.assert_array_equal(adv[0], [0.0, 0.0])
-    assert adv[1][1] > 0 > adv[1][0]
-    _, kept_all = batch_advantages(total, main, filter_no_spread=False)
-    np.testing.assert_array_equal(kept_all, [True, True])
+def test_the_filter_judges_the_total_reward_and_counts_dropped_groups_per_reason():
+    totals = [
+        np.array([1.0, 1.2, 1.0, 1.0]),        # PDMS ties, a shaping term makes the difference: kept
+        np.array([0.9, 0.9004, 0.9009, np.nan]),  # scorable totals span 0.0009 <= 1e-3: near tie
+        np.array([0.5, np.nan, np.nan, np.nan]),  # one scorable sample: nobody to compare with
+        np.array([np.nan] * 4),                # nothing scorable
+        np.array([0.2, np.nan, 0.8, 0.5]),     # kept; the unscorable sample keeps advantage 0
+    ]
+    selection = batch_advantages(totals, tie_tolerance=1e-3)
+    assert selection.reasons == [None, NEAR_TIE, UNSCORABLE, UNSCORABLE, None]
+    np.testing.assert_array_equal(selection.kept, [True, False, False, False, True])
+    assert selection.dropped() == {UNSCORABLE: 2, NEAR_TIE: 1}
+    for dropped in (1, 2, 3):
+        np.testing.assert_array_equal(selection.advantages[dropped], np.zeros(4))
+    np.testing.assert_allclose(selection.advantages[0], group_advantages(totals[0]))
+    assert selection.advantages[4][1] == 0.0 and selection.advantages[4][2] > 0 > selection.advantages[4][0]
+
+
+def test_the_tie_tolerance_is_a_bound_on_the_span_of_scorable_totals():
+    assert drop_reason(np.array([0.25, 0.375, 0.3]), tie_tolerance=0.125) == NEAR_TIE  # span == tolerance: a tie
+    assert drop_reason(np.array([0.25, 0.376, 0.3]), tie_tolerance=0.125) is None
+    assert drop_reason(np.array([0.3, 0.3]), tie_tolerance=0.0) == NEAR_TIE  # 0: exact ties only
+    assert drop_reason(np.array([0.3, 0.3000001]), tie_tolerance=0.0) is None
+    assert drop_reason(np.array([np.nan, 0.3]), tie_tolerance=0.0) == UNSCORABLE
+
+
+def test_without_the_tie_filter_near_ties_are_kept_but_unscorable_groups_are_still_dropped():
+    selection = batch_advantages([np.array([0.9, 0.9002]), np.array([np.nan, 0.4])], filter_ties=False)
+    np.testing.assert_array_equal(selection.kept, [True, False])
+    assert selection.dropped() == {UNSCORABLE: 1, NEAR_TIE: 0}
+
+
+def test_selection_metrics_count_every_reason():
+    from rl.grpo.metrics import selection_metrics
+
+    out = selection_metrics({UNSCORABLE: 2, NEAR_TIE: 1}, 8)
+    assert out == {"train/groups_dropped/unscorable": 2.0, "train/groups_dropped/near_tie": 1.0,
+                   "train/groups_kept_fraction": 5 / 8}
+
+
+def test_score_metrics_average_components_over_scorable_samples_and_count_failures_per_term():
+    from rl.records import GroupScores
+    from rl.grpo.metrics import score_metrics
+
+    group = GroupScores(
+        totals=np.array([0.5, np.nan, -4.0]),
+        components=[{"pdms": 0.5, "negative_l2": 0.0},
+                    {"pdms": 0.9},  # failed in a later term: its pdms is not the run's reward
+                    {"pdms": 1.0, "negative_l2": 1.0, "negative_l2/inside_share": 1.0}],
+        errors=[None, "flaky: returned None (unscorable)", None],
+        failures_by_term={"flaky": 1},
+    )
+    out = score_metrics([group])
+    assert out["reward/pdms"] == pytest.approx(0.75)
+    assert out["reward/negative_l2"] == pytest.approx(0.5)
+    assert out["reward/negative_l2/inside_share"] == 1.0
+    assert out["reward/unscorable"] == 1.0 and out["reward/unscorable/flaky"] == 1.0
+    assert out["reward/total"] == pytest.approx(-1.75)
+
+
+def test_the_unscorable_window_tolerates_one_bad_step_and_stops_a_persistent_failure_within_the_window():
+    from collections import Counter
+
+    from rl.grpo.unscorable import StepScoring, UnscorableShareError, UnscorableWindow
+
+    window = UnscorableWindow(max_share=0.4, window_steps=3)
+    window.record(StepScoring(1, 64, 64, Counter({"scorer worker": 64})))  # a whole step lost to a crash
+    window.check()  # the window is not full yet
+    for step in (2, 3, 4):
+        window.record(StepScoring(step, 64, 0))
+        window.check()  # 64 / 192 = 0.33, then 0
+    assert window.share == 0.0
+    window.record(StepScoring(5, 64, 64, Counter({"pdms": 64})))
+    window.check()  # 64 / 192
+    window.record(StepScoring(6, 64, 64, Counter({"pdms": 64})))
+    with pytest.raises(UnscorableShareError, match=r"128 of 192 samples \(share 0.667\) .* steps 4-6"):
+        window.check()
+
+
+def test_the_unscorable_window_raises_with_the_share_and_the_terms():
+    from collections import Counter
+
+    from rl.grpo.unscorable import StepScoring, UnscorableShareError, UnscorableWindow
+
+    window = UnscorableWindow(max_share=0.2, window_steps=2)
+    window.record(StepScoring(1, 16, 16, Counter({"negative_l2": 12, "pdms": 4}),
+                              {"negative_l2": "raised ValueError: region must be one of ('fixed', 'separation')"}))
+    window.check()
+    window.record(StepScoring(2, 16, 2, Counter({"negative_l2": 2})))
+    with pytest.raises(UnscorableShareError) as err:
+        window.check()
+    message = str(err.value)
+    assert "18 of 32 samples (share 0.562)" in message and "steps 1-2" in message
+    assert "scorer.max_unscorable_share=0.2" in message
+    assert "negative_l2 (14 samples, e.g. \"raised ValueError: region must be one of ('fixed', 'separation')\")" in message
+    assert message.index("negative_l2") < message.index("pdms (4 samples)")
+    never = UnscorableWindow(max_share=1.0, window_steps=1)
+    never.record(StepScoring(1, 8, 8))
+    never.check()
+    exactly = UnscorableWindow(max_share=0.5, window_steps=1)
+    exactly.record(StepScoring(1, 8, 4))
+    exactly.check()  # a share equal to the limit passes
 
 
 def test_token_mean_counts_every_token_of_the_batch_once():

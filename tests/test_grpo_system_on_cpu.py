@@ -139,25 +139,35 @@ def test_a_failing_reward_plugin_makes_samples_unscorable_and_counts_them(ray_cl
     _, records = run(tiny_grpo_assets, tmp_path / "flaky_run", **{"grpo.steps": 1, "scorer.rewards": rewards})
     step = next(r for r in records if "rollout/num_groups" in r)
     assert step["reward/unscorable"] == 8 and step["reward/unscorable_fraction"] == 0.5
+    assert step["reward/unscorable/flaky"] == 8  # the failing term is named
     assert step["train/skipped"] == 0.0  # the scorable half still trains
+    assert step["train/groups_dropped/unscorable"] == 0  # 2 scorable samples a group are enough to compare
 
 
-@pytest.mark.parametrize("target, extra", [
-    ("vlm", {"learner.lora.enabled": True, "learner.reference": "adapters_off", "rollout.action_source": "tokens",
-             "learner.lora.r": 4}),
-    ("joint", {"grpo.kl_estimator": "k1"}),
-])
-def test_vlm_with_lora_and_joint_targets_train_what_they_should(ray_cluster, tiny_grpo_assets, tmp_path, target, extra):
-    out = tmp_path / target
-    _, records = run(tiny_grpo_assets, out, **{"grpo.steps": 1, "grpo.train_target": target, **extra})
-    step = next(r for r in records if "rollout/num_groups" in r)
-    assert step["train/skipped"] == 0.0 and step["train/grad_norm"] > 0
-    if target == "vlm":
-        assert "train/token_policy_loss" in step and "train/flow_policy_loss" not in step
-        # only the LoRA adapters travel to the rollout workers
-        assert 0 < step["sync/bytes"] < 200_000
-    else:
-        assert "train/token_policy_loss" in step and "train/flow_policy_loss" in step
-    from rl.policy import SpanVLAPolicy
+def test_a_reward_that_always_fails_updates_nothing_and_stops_the_run_naming_it(ray_cluster, tiny_grpo_assets, tmp_path,
+                                                                                 capsys):
+    from rl.train import main
 
-    SpanVLAPolicy.load(out / "ckpt" / "step_1" / "policy")  # LoRA merged into a plain policy directory
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("def broken(batch):\n    return [None for _ in batch]\n")
+    rewards = f"[{{name: pdms, weight: 1.0}}, {{name: '{plugin}:broken', weight: 1.0}}]"
+    out = tmp_path / "broken_run"
+    code = main(["--config", "configs/tiny.yaml",
+                 *overrides(tiny_grpo_assets, out, **{"grpo.steps": 3, "scorer.rewards": rewards,
+                                                      "scorer.unscorable_window_steps": 2})])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "error: 32 of 32 samples (share 1.000) were unscorable over steps 1-2" in err
+    assert "above scorer.max_unscorable_share=0.2; failing reward terms: broken (32 samples, e.g. 'returned None" in err
+    steps = [r for r in read_metrics(out / "metrics.jsonl") if "rollout/num_groups" in r]
+    assert [r["step"] for r in steps] == [1, 2]  # step 2 was logged before the stop; step 3 never ran
+    for r in steps:
+        assert r["train/skipped"] == 1.0
+        assert r["train/groups_dropped/unscorable"] == 4 and r["train/groups_dropped/near_tie"] == 0
+        assert r["reward/unscorable/broken"] == 16
+        assert "train/grad_norm" not in r and "sync/policy_version" not in r  # no learner call, no weight sync
+    state = json.loads((out / "ckpt" / "step_1" / "driver.json").read_text())
+    assert state["step"] == 1 and state["policy_version"] == 0
+    initial = load_file(str(Path(tiny_grpo_assets["policy"]) / "expert.safetensors"))
+    assert_same_weights(expert_weights(out, 1), initial)
+    assert not (out / "ckpt" / "step_2").exists()

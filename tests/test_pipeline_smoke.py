@@ -90,14 +90,14 @@ def test_a_wrong_config_key_names_the_key_and_suggests_the_right_one(tmp_path):
         load_config(TrainConfig, "configs/tiny.yaml", ["grpo.steps=many"])
 
 
-def test_the_train_command_names_a_missing_dataset(tmp_path, capsys):
+def test_the_train_command_names_a_missing_dataset(tiny_grpo_assets, tmp_path, capsys):
     from rl.train import main
 
-    policy = tmp_path / "policy"
-    policy.mkdir()
-    code = main(["--config", "configs/tiny.yaml", f"policy_init={policy}", f"data.train={tmp_path / 'nowhere'}"])
+    code = main(["--config", "configs/tiny.yaml", f"policy_init={tiny_grpo_assets['policy']}",
+                 f"data.train={tmp_path / 'nowhere'}", f"data.val={tiny_grpo_assets['val']}"])
     assert code == 2
-    assert "nowhere" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"data.train={tmp_path / 'nowhere'}: no such dataset" in err
 
 
 @pytest.mark.ray

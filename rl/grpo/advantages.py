@@ -1,7 +1,14 @@
-"""Group-relative advantages (GRPO), with unscorable samples left out of the baseline."""
+"""Group-relative advantages (GRPO), with unscorable samples left out of the baseline, and the group filter."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+# Why a group is dropped (the keys of the `train/groups_dropped/<reason>` counts).
+UNSCORABLE = "unscorable"  # fewer than 2 scorable samples: no one to compare with
+NEAR_TIE = "near_tie"  # the scorable totals span less than the tie tolerance: no signal, only noise
+DROP_REASONS = (UNSCORABLE, NEAR_TIE)
 
 
 def group_advantages(rewards: np.ndarray, normalize_std: bool = True, eps: float = 1e-6, std_floor: float = 0.0) -> np.ndarray:
@@ -26,34 +33,54 @@ def group_advantages(rewards: np.ndarray, normalize_std: bool = True, eps: float
     return advantages
 
 
-def group_has_spread(rewards: np.ndarray, min_std: float = 1e-6) -> bool:
-    """True when the scorable rewards of a group differ (std > min_std): a group whose samples all score the
-    same carries no learning signal, and GRPO filters it out."""
+def drop_reason(rewards: np.ndarray, tie_tolerance: float = 1e-3, filter_ties: bool = True) -> str | None:
+    """Why a group of total rewards (G,) (NaN = unscorable) carries no learning signal, or None to keep it.
+
+    UNSCORABLE when fewer than 2 samples are scorable (always: there is no baseline to compare with);
+    NEAR_TIE, with `filter_ties`, when the scorable totals span (max - min) no more than `tie_tolerance`.
+    """
     rewards = np.asarray(rewards, dtype=np.float64)
     valid = rewards[np.isfinite(rewards)]
-    return valid.size >= 2 and float(valid.std()) > min_std
+    if valid.size < 2:
+        return UNSCORABLE
+    if filter_ties and float(valid.max() - valid.min()) <= tie_tolerance:
+        return NEAR_TIE
+    return None
+
+
+@dataclass
+class GroupSelection:
+    """The outcome of the group filter for a batch of groups.
+
+    advantages: one (G_i,) array per group (all zeros for a dropped group and for unscorable samples);
+    kept: (num_groups,) bool; reasons: per group, None (kept) or one of DROP_REASONS.
+    """
+
+    advantages: list[np.ndarray]
+    kept: np.ndarray
+    reasons: list[str | None]
+
+    def dropped(self) -> dict[str, int]:
+        """Dropped groups per reason, every reason present (0 when none)."""
+        return {reason: sum(r == reason for r in self.reasons) for reason in DROP_REASONS}
 
 
 def batch_advantages(
     group_rewards: list[np.ndarray],
-    main_rewards: list[np.ndarray] | None = None,
     normalize_std: bool = True,
-    filter_no_spread: bool = True,
-    min_std: float = 1e-6,
+    filter_ties: bool = True,
+    tie_tolerance: float = 1e-3,
     std_floor: float = 0.0,
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Advantages for a batch of groups and the mask of groups kept.
+) -> GroupSelection:
+    """Advantages for a batch of groups, judged on the total reward each sample gets.
 
-    group_rewards: one (G_i,) array of total rewards per group (NaN = unscorable).
-    main_rewards: the main reward (e.g. PDMS) per group; the spread filter looks at it (defaults to the total).
-    Returns (advantages per group, kept (num_groups,) bool). Filtered groups get all-zero advantages.
+    group_rewards: one (G_i,) array of total rewards per group (NaN = unscorable). A group is dropped when it
+    has fewer than 2 scorable samples, or (with `filter_ties`) when its scorable totals span no more than
+    `tie_tolerance` (see `drop_reason`). Kept groups get `group_advantages`.
     """
-    main_rewards = group_rewards if main_rewards is None else main_rewards
-    kept = np.array(
-        [(not filter_no_spread) or group_has_spread(m, min_std) for m in main_rewards], dtype=bool
-    )
+    reasons = [drop_reason(r, tie_tolerance, filter_ties) for r in group_rewards]
     advantages = [
-        group_advantages(r, normalize_std, std_floor=std_floor) if keep else np.zeros(len(r))
-        for r, keep in zip(group_rewards, kept)
+        group_advantages(r, normalize_std, std_floor=std_floor) if reason is None else np.zeros(len(r))
+        for r, reason in zip(group_rewards, reasons)
     ]
-    return advantages, kept
+    return GroupSelection(advantages, np.array([r is None for r in reasons], dtype=bool), reasons)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA's choice)
+
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token-mean aggregation: the sum over every counted position of the batch divided by their number
@@ -45,16 +47,20 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3
     k1 = log pi - log pi_ref (unbiased, can be negative); k3 = exp(ref - logp) - (ref - logp) - 1 (>= 0).
     """
     log_ratio = ref_logp - logp
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
     if estimator == "k1":
         return -log_ratio
-    if estimator == "k3":
-        return torch.exp(log_ratio) - log_ratio - 1.0
-    raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1' or 'k3'")
+    return torch.exp(log_ratio) - log_ratio - 1.0
 
 
 def gaussian_step_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """KL between two Gaussian denoising transitions of equal std: |mean - ref_mean|^2 / (2 std^2),
-    summed over the action dimensions. mean, ref_mean: (B, K, D); std: (K,) or (B, K). Returns (B, K)."""
+    summed over the action dimensions. mean, ref_mean: (B, K, D); std: (K,) or (B, K). Returns (B, K), on
+    mean's device: every operand must already live there (a std built elsewhere is an error naming it)."""
+    for name, t in (("ref_mean", ref_mean), ("std", std)):
+        if t.device != mean.device:
+            raise ValueError(f"gaussian_step_kl: {name} is on {t.device}, the means on {mean.device}")
     std = std if std.dim() == 2 else std[None, :].expand(mean.shape[0], -1)
     return ((mean - ref_mean) ** 2).sum(-1) / (2.0 * std.clamp_min(1e-8) ** 2)
 

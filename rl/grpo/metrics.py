@@ -5,6 +5,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from sim.conventions import SAMPLE_TYPES
+
 V1_COLUMNS = ("NC", "DAC", "TTC", "EP", "C", "PDMS")
 V2_COLUMNS = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC", "EPDMS")
 
@@ -28,7 +30,7 @@ def rollout_metrics(rollouts: list, policy_version: int) -> dict[str, float]:
         "timing/reasoning_s": float(np.mean([r.group.timings.reasoning_s for r in rollouts])),
         "timing/trajectory_s": float(np.mean([r.group.timings.trajectory_s for r in rollouts])),
     }
-    for t in ("pos", "neg", "rec"):
+    for t in SAMPLE_TYPES:
         out[f"rollout/groups_{t}"] = float(types.count(t))
     return out
 
@@ -40,13 +42,21 @@ def _spread(trajectories: np.ndarray) -> float:
 
 
 def score_metrics(scores: list) -> dict[str, float]:
-    """`reward/`: the total and every component over scorable samples; unscorable counts; scorer time."""
+    """`reward/`: the total and every component averaged over scorable samples (a component a reward function
+    gives only some samples, e.g. `negative_l2/inside_share` on negative scenes, is averaged over those);
+    the unscorable count and share, and unscorable samples per failing term (`reward/unscorable/<term>`);
+    scorer time."""
     totals = np.concatenate([s.totals for s in scores]) if scores else np.zeros(0)
     components: dict[str, list[float]] = defaultdict(list)
+    failures: dict[str, int] = defaultdict(int)
     for group in scores:
-        for c in group.components:
+        for total, c in zip(group.totals, group.components):
+            if not np.isfinite(total):
+                continue  # a failed sample's earlier terms are no measure of the run's reward
             for key, value in c.items():
                 components[key].append(value)
+        for term, count in (group.failures_by_term or {}).items():
+            failures[term] += int(count)
     out = {
         "reward/total": float(np.nanmean(totals)) if np.isfinite(totals).any() else float("nan"),
         "reward/unscorable": float(np.isnan(totals).sum()),
@@ -55,6 +65,16 @@ def score_metrics(scores: list) -> dict[str, float]:
     }
     for key, values in components.items():
         out[f"reward/{key}"] = float(np.mean(values))
+    for term, count in failures.items():
+        out[f"reward/unscorable/{term}"] = float(count)
+    return out
+
+
+def selection_metrics(dropped: dict[str, int], num_groups: int) -> dict[str, float]:
+    """`train/`: groups kept (fraction) and dropped per reason (`train/groups_dropped/<reason>`)."""
+    out = {f"train/groups_dropped/{reason}": float(count) for reason, count in dropped.items()}
+    kept = num_groups - sum(dropped.values())
+    out["train/groups_kept_fraction"] = kept / num_groups if num_groups else 0.0
     return out
 
 

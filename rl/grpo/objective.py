@@ -8,32 +8,25 @@
 
 Aggregation is a token (or step) mean over the WHOLE batch of the update: each micro-batch's loss is scaled by
 its share of the batch's tokens (steps) and by the number of learner ranks (whose gradients are averaged).
+
+With `expert` the VLM is frozen: `micro_batch_prefix` runs it once per micro-batch and step, and
+`micro_batch_loss(..., prefix=...)` reads that cache for the policy's and the reference's flow log-probs in
+every update of the step (the frozen reference's are computed in the first update only). `cache_prefix` is
+on by default; off recomputes the VLM each time, as vlm / joint must (their VLM changes with each update).
+See `rl.policy.training` for what each way of reusing it would cost.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Optional
 
 import numpy as np
 import torch
 
+from rl.config import TRAIN_TARGETS  # defined once, with the config that names them
 from rl.grpo.losses import flow_grpo_loss, grpo_loss
-from sim.scene import Scene
-
-TRAIN_TARGETS = ("vlm", "expert", "joint")
-
-
-@dataclass
-class TrainingSample:
-    """One sampled completion with its advantage. weight 0 marks padding (it contributes nothing)."""
-
-    scene: Scene
-    completion: object  # rl.policy.Completion
-    chain: object  # rl.policy.FlowChain or None
-    advantage: float
-    group_id: int
-    weight: float = 1.0
+from rl.policy.training import PrefixKV, cached_flow_step_logprobs, prefix_kv
+from rl.records import TrainingSample
 
 
 @dataclass
@@ -44,6 +37,17 @@ class ObjectiveConfig:
     kl_estimator: str = "k3"
     clip_low: float = 0.2
     clip_high: float = 0.28
+    cache_prefix: bool = True  # expert only: one frozen-VLM forward per sample a step (the loss is the same)
+
+
+def prefix_cache_applies(cfg: ObjectiveConfig) -> bool:
+    """Whether an update computes the VLM prefix once per step: only while the VLM is frozen (expert)."""
+    return bool(cfg.cache_prefix) and cfg.train_target == "expert"
+
+
+def micro_batch_prefix(policy, samples: list[TrainingSample]) -> PrefixKV:
+    """Collate `samples` and run the frozen VLM over them once (no grad): the cache `micro_batch_loss` reads."""
+    return prefix_kv(policy, policy.collate_completions([s.scene for s in samples], [s.completion for s in samples]))
 
 
 def batch_normalisers(samples: list[TrainingSample]) -> dict[str, float]:
@@ -68,40 +72,60 @@ def micro_batch_loss(
     normalisers: dict[str, float],
     world_size: int = 1,
     reference: Optional[Callable[[], ContextManager]] = None,
+    prefix: Optional[PrefixKV] = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The scaled GRPO loss of `samples` (with grad) and its metrics.
 
     policy: a `SpanVLAPolicy` in training mode. reference(): a context manager yielding the reference policy
-    (needed when kl_beta > 0). normalisers: `batch_normalisers` of the whole update batch.
+    (needed when kl_beta > 0). normalisers: `batch_normalisers` of the whole update batch. prefix: the
+    `micro_batch_prefix` of these samples (train_target expert only): the policy's and the reference's
+    experts read its K/V instead of running the VLM, and the reference's flow log-probs are computed once
+    and kept on it; the caller guarantees that the VLM and the reference have not changed since.
     """
     if cfg.train_target not in TRAIN_TARGETS:
         raise ValueError(f"train_target={cfg.train_target!r}: expected one of {TRAIN_TARGETS}")
+    if prefix is not None:
+        if cfg.train_target != "expert":
+            raise ValueError(f"train_target={cfg.train_target!r} trains the VLM: its prefix cannot be cached "
+                             "(a cached prefix serves train_target expert only)")
+        tokens_of = [s.scene.token for s in samples]
+        if list(prefix.batch.scene_tokens) != tokens_of:
+            raise ValueError(f"the cached prefix was built for scenes {list(prefix.batch.scene_tokens)[:4]}..., "
+                             f"not for this micro-batch's {tokens_of[:4]}...")
     use_tokens = cfg.train_target in ("vlm", "joint")
     use_flow = cfg.train_target in ("expert", "joint")
     chains = [s.chain for s in samples] if use_flow else None
     if use_flow and any(c is None for c in chains):
         raise ValueError("train_target expert/joint needs flow chains: sample with rollout.action_source=expert")
-    batch = policy.collate_completions([s.scene for s in samples], [s.completion for s in samples])
+    if prefix is not None:
+        batch = prefix.batch
+    else:
+        batch = policy.collate_completions([s.scene for s in samples], [s.completion for s in samples])
     device = policy.device
     weights = torch.tensor([s.weight for s in samples], dtype=torch.float32, device=device)
     advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32, device=device) * weights
     with_ref = cfg.kl_beta > 0.0
     if with_ref and reference is None:
         raise ValueError("kl_beta > 0 needs a reference policy")
-    ref_ctx = reference() if with_ref else nullcontext(None)
 
     if cfg.train_target == "joint":
         tokens, flow = policy.score_completions(batch, chains, cfg.temperature, kv_grad=True)
     elif use_tokens:
         tokens, flow = policy.token_logprobs(batch, cfg.temperature), None
+    elif prefix is not None:
+        tokens, flow = None, cached_flow_step_logprobs(policy, prefix, chains)
     else:
         tokens, flow = None, policy.flow_step_logprobs(batch, chains, kv_grad=False)
     ref_tokens = ref_flow = None
-    if with_ref:
-        with torch.no_grad(), ref_ctx as ref:
+    if with_ref and prefix is not None and prefix.reference_flow is not None:
+        ref_flow = prefix.reference_flow  # the frozen reference expert on the same K/V and chains: unchanged
+    elif with_ref:
+        with torch.no_grad(), reference() as ref:
             if use_tokens:
                 ref_tokens = ref.token_logprobs(batch, cfg.temperature).logprobs
-            if use_flow:
+            if use_flow and prefix is not None:
+                ref_flow = prefix.reference_flow = cached_flow_step_logprobs(ref, prefix, chains)
+            elif use_flow:
                 ref_flow = ref.flow_step_logprobs(batch, chains, kv_grad=False)
 
     loss = torch.zeros((), device=device)
