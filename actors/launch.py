@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import ray
 
@@ -12,7 +11,7 @@ from actors.learner import Learner, LearnerGroup
 from actors.placement import connect, in_bundle, reserve
 from actors.rollout import FaultInjection, RolloutPool, RolloutWorker, SamplingOptions
 from actors.scorer import ScorerPool, ScorerWorker
-from actors.weight_sync import WeightsPayload, resolve_backend
+from actors.weight_sync import WeightSyncManager, resolve_backend
 from rl.config import TrainConfig
 from rl.grpo.objective import ObjectiveConfig
 
@@ -36,12 +35,11 @@ class ActorGroups:
     """The learner group, the rollout pool, the scorer pool and the weight-sync channel between them."""
 
     def __init__(self, cfg: TrainConfig, learner: LearnerGroup, rollouts: RolloutPool, scorers: ScorerPool,
-                 sync_backend: str, transport: Optional[str], groups: list):
+                 weights: WeightSyncManager, groups: list):
         self.cfg = cfg
         self.learner, self.rollouts, self.scorers = learner, rollouts, scorers
-        self.sync_backend, self.transport = sync_backend, transport
+        self.weights = weights
         self._placement_groups = groups
-        self.version = 0
 
     @classmethod
     def launch(cls, cfg: TrainConfig, out_dir: Path) -> "ActorGroups":
@@ -90,43 +88,19 @@ class ActorGroups:
                 rank, terms, s.timeout_s)
 
         scorers = ScorerPool(make_scorer, s.num_workers)
-        groups = cls(cfg, learner, rollouts, scorers, backend, transport, [learner_pg, rollout_pg, scorer_pg])
-        if backend == "collective":
-            groups._setup_collective()
-            rollouts.on_replace = groups._reconnect
+        weights = WeightSyncManager(learner.rank0, rollouts, backend, transport)
+        groups = cls(cfg, learner, rollouts, scorers, weights, [learner_pg, rollout_pg, scorer_pg])
         logger.info("actors up: %d learner, %d rollout, %d scorer; weight sync %s%s", l.num_workers, r.num_workers,
                     s.num_workers, backend, f" ({transport})" if transport else "")
         return groups
 
-    def _setup_collective(self) -> None:
-        """A process group between learner rank 0 (its node's address) and every rollout worker."""
-        address, port = ray.get(self.learner.rank0.address.remote())
-        world = 1 + len(self.rollouts.handles)
-        refs = [self.learner.rank0.setup_collective.remote(self.transport, address, port, world)]
-        refs += [w.setup_collective.remote(self.transport, address, port, world) for w in self.rollouts.handles]
-        ray.get(refs)
-
-    def _reconnect(self) -> None:
-        """After a rollout worker was replaced: a new group with it, and the current weights again."""
-        self._setup_collective()
-        self.push_weights(self.version)
+    @property
+    def sync_backend(self) -> str:
+        return self.weights.backend
 
     def push_weights(self, version: int) -> int:
-        """Learner rank 0 -> every rollout worker; returns the bytes sent. Versions are checked on arrival."""
-        self.version = version
-        if self.sync_backend == "object_store":
-            payload = ray.get(self.learner.rank0.push_weights.remote(version))
-            versions = self.rollouts.load_weights(payload)
-        else:
-            # A broadcast needs every rank at once: the workers get the (fixed) manifest up front and receive
-            # while rank 0 sends.
-            manifest = ray.get(self.learner.rank0.sync_manifest.remote(version))
-            sending = self.learner.rank0.push_weights.remote(version)
-            versions = self.rollouts.load_weights(WeightsPayload(manifest))
-            payload = ray.get(sending)
-        if any(v != version for v in versions):
-            raise RuntimeError(f"weight sync: workers report versions {versions}, expected {version}")
-        return payload.manifest.num_bytes
+        """The learner's weights to every rollout worker at `version` (`WeightSyncManager.push`); returns bytes."""
+        return self.weights.push(version)
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group

@@ -143,12 +143,10 @@ class RolloutPool:
         self.slots = [_WorkerSlot(rank, make_worker(rank)) for rank in range(num_workers)]
         self.max_retries = max_retries
         self.max_in_flight = max_in_flight
-        self._latest_payload: Optional[WeightsPayload] = None
         self.replacements = 0
         self._open_streams = 0  # `sample` generators not yet exhausted or closed
         self._replacing = False
-        # Called after a replacement instead of re-sending the latest payload (a collective weight-sync group
-        # must be re-formed with the new worker, then the weights broadcast again).
+        # on_replace(worker): brings a replacement to the version the others hold (`WeightSyncManager.resync`).
         self.on_replace = None
         ray.get([s.handle.ready.remote() for s in self.slots])
 
@@ -157,12 +155,11 @@ class RolloutPool:
         return [s.handle for s in self.slots]
 
     def load_weights(self, payload: WeightsPayload) -> list[int]:
-        """Push weights to every worker and wait; the payload is kept for replacements. Raises RuntimeError while
-        a `sample` stream is open (outside a replacement)."""
+        """Load `payload` into every worker and wait; returns their versions. Raises RuntimeError while a `sample`
+        stream is open (outside a replacement)."""
         if self._open_streams and not self._replacing:
             raise RuntimeError("weights pushed to the rollout workers while groups are being sampled: finish the "
                                "step's sampling first, or its groups would mix policy versions")
-        self._latest_payload = payload
         return ray.get([s.handle.load_weights.remote(payload) for s in self.slots])
 
     def _replace(self, slot: _WorkerSlot) -> None:
@@ -177,9 +174,10 @@ class RolloutPool:
         self._replacing = True
         try:
             if self.on_replace is not None:
-                self.on_replace()
-            elif self._latest_payload is not None:
-                ray.get(slot.handle.load_weights.remote(self._latest_payload))
+                self.on_replace(slot.handle)
+            else:
+                logger.warning("rollout worker %d was replaced with no weight sync attached: it holds the initial "
+                               "weights", slot.rank)
         finally:
             self._replacing = False
 

@@ -13,10 +13,14 @@ policy version; each rollout worker pulls them into its own model. Backends (a s
 `object_store` otherwise (no GPUs, or fractional GPUs that ranks may share: NCCL rejects two ranks on one
 device); see `resolve_backend` for the table.
 Weights travel as raw bytes, so any dtype (bf16 included) arrives bit-identical.
+
+`WeightSyncManager` (at the end) is the one owner in a run: it pushes versions through the chosen transport and
+re-syncs a rollout worker that replaced a dead one; the driver only calls `push(version)`.
 """
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -265,3 +269,89 @@ def resolve_backend(backend: str, learner_gpus: float, rollout_gpus: float,
             f"{rollout_gpus:g} and rollout.num_workers={rollout_workers}: Ray may place two sync ranks on one GPU, "
             "which NCCL rejects; use weight_sync.backend=auto (the object store there) or whole GPUs per worker")
     return "collective", ("nccl" if gpus else "gloo")
+
+
+class WeightSyncManager:
+    """The one owner of weight synchronisation in a run: the transport, the policy version the rollout workers
+    hold, and the re-sync of a rollout worker that replaced a dead one.
+
+        learner rank 0                WeightSyncManager.push(version)                 rollout workers 1..M
+        sync_tensors() ──► object_store: buckets put in Ray's object store ──► load_weights(payload) -> version
+                           collective:   broadcast over NCCL / gloo         ──►   (every version checked)
+        RolloutPool replaced a worker ──► resync(worker):
+            object_store: the payload the other workers hold (the same version, even while a step is sampled ahead)
+            collective:   re-form the group with the new worker, push the current version again (refused while
+                          a step is sampled ahead: the learner's weights are newer than the step's version)
+
+    learner_rank0: the learner's rank-0 actor handle; rollouts: the `actors.rollout.RolloutPool`;
+    backend, transport: from `resolve_backend` ("object_store", None) or ("collective", "nccl" | "gloo").
+    """
+
+    def __init__(self, learner_rank0, rollouts, backend: str, transport: Optional[str]):
+        if backend not in ("object_store", "collective"):
+            raise ValueError(f"weight sync backend {backend!r}: resolve it with resolve_backend first")
+        self.learner_rank0, self.rollouts = learner_rank0, rollouts
+        self.backend, self.transport = backend, transport
+        self.version = 0
+        self._payload: Optional[WeightsPayload] = None  # the object store's latest payload (for replacements)
+        self._ahead = 0  # > 0 while a step is sampled ahead of the learner
+        rollouts.on_replace = self.resync
+        if backend == "collective":
+            self._form_group()
+
+    def push(self, version: int) -> int:
+        """Learner rank 0 -> every rollout worker at `version`; returns the bytes sent. Raises RuntimeError when a
+        worker reports another version."""
+        import ray
+
+        self.version = version
+        if self.backend == "object_store":
+            payload = ray.get(self.learner_rank0.push_weights.remote(version))
+            versions = self.rollouts.load_weights(payload)
+            self._payload = payload
+        else:
+            # A broadcast needs every rank at once: the workers get the (fixed) manifest up front and receive
+            # while rank 0 sends.
+            manifest = ray.get(self.learner_rank0.sync_manifest.remote(version))
+            sending = self.learner_rank0.push_weights.remote(version)
+            versions = self.rollouts.load_weights(WeightsPayload(manifest))
+            payload = ray.get(sending)
+        if any(v != version for v in versions):
+            raise RuntimeError(f"weight sync: workers report versions {versions}, expected {version}")
+        return payload.manifest.num_bytes
+
+    def resync(self, worker) -> None:
+        """Bring a rollout worker that replaced a dead one to the version the others hold."""
+        import ray
+
+        if self.backend == "object_store":
+            if self._payload is not None:
+                ray.get(worker.load_weights.remote(self._payload))
+            return
+        if self._ahead:
+            raise RuntimeError(
+                "a rollout worker died while the next step was sampled ahead (grpo.max_staleness=1) with collective "
+                "weight sync: re-forming the group would hand the replacement newer weights than the step's. "
+                "Resubmit the job to resume from its checkpoint, or use weight_sync.backend=object_store or "
+                "grpo.max_staleness=0")
+        self._form_group()
+        self.push(self.version)
+
+    @contextmanager
+    def sampling_ahead(self):
+        """While a step is sampled with an older version than the learner's (asynchronous rollouts)."""
+        self._ahead += 1
+        try:
+            yield
+        finally:
+            self._ahead -= 1
+
+    def _form_group(self) -> None:
+        """A process group between learner rank 0 (its node's address) and every rollout worker."""
+        import ray
+
+        address, port = ray.get(self.learner_rank0.address.remote())
+        world = 1 + len(self.rollouts.handles)
+        refs = [self.learner_rank0.setup_collective.remote(self.transport, address, port, world)]
+        refs += [w.setup_collective.remote(self.transport, address, port, world) for w in self.rollouts.handles]
+        ray.get(refs)

@@ -78,14 +78,6 @@ def version_metrics(rollouts: list[GroupRollout], learner_version: int, max_stal
             "rollout/staleness_max": float(staleness)}
 
 
-def _refuse_replacement() -> None:
-    raise RuntimeError(
-        "a rollout worker died while the next step was sampled ahead (grpo.max_staleness > 0) over a collective "
-        "weight-sync group: re-forming the group would hand the replacement the learner's newer weights and mix "
-        "policy versions within the step. Stopping; resubmit the job to resume from the latest checkpoint, or "
-        "use weight_sync.backend=object_store or grpo.max_staleness=0")
-
-
 class GRPODriver:
     """Runs GRPO post-training as configured by a `TrainConfig` (see `python -m rl.train`)."""
 
@@ -233,19 +225,11 @@ class GRPODriver:
         """Start sampling and scoring `step` (0-based) on the background thread, with the weights the rollout
         workers hold now. The data schedule advances here, on the driver's thread."""
         requests = self._requests(step)
-        collective = self.actors.sync_backend == "collective"
 
         def job() -> StepRollouts:
-            pool = self.actors.rollouts
-            on_replace = pool.on_replace
-            if collective:
-                # Re-forming the collective group pushes the learner's weights, which are already ahead of the
-                # version this step samples with: a replacement now would mix versions.
-                pool.on_replace = _refuse_replacement
-            try:
+            # the weight-sync manager keeps a replaced worker at this step's version (or refuses, see its docstring)
+            with self.actors.weights.sampling_ahead():
                 batch = self._sample_and_score(requests, PhaseTimer())
-            finally:
-                pool.on_replace = on_replace
             batch.prefetched = True
             return batch
 
@@ -298,7 +282,7 @@ class GRPODriver:
         if self.val is None:
             return {}
         scenes = self.val.scenes(range(len(self.val)))
-        plans = self.actors.rollouts.plan(scenes, batch_size=8)
+        plans = self.actors.rollouts.plan(scenes, batch_size=8, action_source=self.cfg.rollout.action_source)
         trajectories = [t for result in plans for t in result.trajectories]
         rows = self.actors.scorers.evaluate([(s, t[None]) for s, t in zip(scenes, trajectories)], self.cfg.eval.version,
                                             self.cfg.policy.expert.interval_s)

@@ -171,7 +171,7 @@ def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_sour
         policy = SpanVLAPolicy.load(checkpoint, device=device).eval()
     except CheckpointError as err:
         raise EvaluationError(f"--checkpoint {checkpoint}: {err}") from None
-    source = action_source or policy.config.action_source
+    source = action_source or policy.config.plan_source
     e = policy.config.expert
     return Planner(f"policy[{source}]", policy, source, e.horizon, e.interval_s)
 

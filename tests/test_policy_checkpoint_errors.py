@@ -59,9 +59,17 @@ def test_odd_manifests_are_named(copy, manifest, pattern):
 
 def test_a_policy_config_with_a_wrong_value_is_named(copy):
     config = json.loads((copy / "policy_config.json").read_text())
-    config["action_source"] = "trajectories"
+    config["plan_source"] = "trajectories"
     (copy / "policy_config.json").write_text(json.dumps(config))
-    _both_raise(copy, r"policy_config.json: policy.action_source='trajectories': expected one of")
+    _both_raise(copy, r"policy_config.json: policy.plan_source='trajectories': expected one of")
+
+
+def test_a_policy_saved_with_the_old_action_source_key_loads_with_it_as_plan_source(copy):
+    config = json.loads((copy / "policy_config.json").read_text())
+    config.pop("plan_source")
+    config["action_source"] = "tokens"  # the key's name before policy.plan_source
+    (copy / "policy_config.json").write_text(json.dumps(config))
+    assert SpanVLAPolicy.load(copy).config.plan_source == "tokens"
 
 
 @pytest.mark.parametrize("name", ["expert.safetensors", "vlm/model.safetensors"])

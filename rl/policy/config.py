@@ -93,15 +93,17 @@ class CodebookConfig:
 
 @dataclass
 class PolicyConfig:
-    """The SpanVLA policy. `action_source`: where `plan` takes trajectories from (the expert, or the
-    autoregressive baseline's action tokens). `max_reasoning_tokens`: the reasoning trace is closed with
+    """The SpanVLA policy. `plan_source`: where `plan` takes trajectories from when the caller does not say (the
+    expert, or the autoregressive baseline's action tokens); saved with the policy, read by `rl.evaluate` without
+    `--action-source`. (GRPO's `rollout.action_source` is a different key: the trajectory a run samples and
+    rewards, and evaluates during the run.) `max_reasoning_tokens`: the reasoning trace is closed with
     `</think>` after that many generated tokens. `reasoning_sample_weight`: SFT weight of samples with a
     slow-mode reasoning trace (AutoVLA: 40)."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    action_source: str = "expert"
+    plan_source: str = "expert"
     max_reasoning_tokens: int = 48
     reasoning_sample_weight: float = 40.0
     system_prompt: Optional[str] = None  # None: the built-in prompt of rl.policy.prompt
@@ -116,8 +118,8 @@ def validate_policy_config(cfg: PolicyConfig) -> PolicyConfig:
         raise PolicyConfigError("policy.backbone.preset='pretrained' needs policy.backbone.pretrained_path (a local directory)")
     if b.dtype not in ("float32", "bfloat16", "float16"):
         raise PolicyConfigError(f"policy.backbone.dtype={b.dtype!r}: expected float32, bfloat16 or float16")
-    if cfg.action_source not in ACTION_SOURCES:
-        raise PolicyConfigError(f"policy.action_source={cfg.action_source!r}: expected one of {ACTION_SOURCES}")
+    if cfg.plan_source not in ACTION_SOURCES:
+        raise PolicyConfigError(f"policy.plan_source={cfg.plan_source!r}: expected one of {ACTION_SOURCES}")
     if e.init not in FLOW_INITS:
         raise PolicyConfigError(f"policy.expert.init={e.init!r}: expected one of {FLOW_INITS}")
     if e.horizon < 1 or e.interval_s <= 0:

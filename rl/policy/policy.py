@@ -187,7 +187,7 @@ class SpanVLAPolicy(nn.Module):
     # --- inference ----------------------------------------------------------------------------------------
     def plan(self, scenes: Sequence[Scene], action_source: Optional[str] = None, seed: int = 0) -> PlanResult:
         """Deterministic planning for a batch: greedy reasoning, Euler flow from a_his (or tokens decoded)."""
-        return inference.plan(self, scenes, action_source or self.config.action_source, seed)
+        return inference.plan(self, scenes, action_source or self.config.plan_source, seed)
 
     def sample_group(self, scene: Scene, group_size: int, *, temperature: float = 1.0, top_p: float = 1.0,
                      flow_noise: float = 0.0, action_source: Optional[str] = None, seed: Optional[int] = None,
@@ -196,7 +196,7 @@ class SpanVLAPolicy(nn.Module):
         """G samples of one scene with ONE prefill; deterministic under a fixed seed (see `inference.sample_group`)."""
         return inference.sample_group(
             self, scene, group_size, temperature=temperature, top_p=top_p, flow_noise=flow_noise,
-            action_source=action_source or self.config.action_source, seed=seed, generator=generator,
+            action_source=action_source or self.config.plan_source, seed=seed, generator=generator,
             max_reasoning_tokens=max_reasoning_tokens or self.config.max_reasoning_tokens,
         )
 

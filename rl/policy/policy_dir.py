@@ -198,6 +198,8 @@ def _read_json(file: Path) -> dict:
 
 def _read_config(file: Path) -> PolicyConfig:
     raw = _read_json(file)
+    if "action_source" in raw and "plan_source" not in raw:  # policies saved before the key's rename
+        raw["plan_source"] = raw.pop("action_source")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(PolicyConfig), raw)
         config = OmegaConf.to_object(merged)
