@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import ray
 
 from actors.learner import Learner, LearnerGroup
 from actors.placement import connect, in_bundle, reserve
-from actors.rollout import FaultInjection, RolloutPool, RolloutWorker, SamplingOptions
+from actors.rollout import FaultInjection, RolloutPool, RolloutWorker
 from actors.scorer import ScorerPool, ScorerWorker
 from actors.weight_sync import WeightSyncManager, resolve_backend
 from rl.config import TrainConfig
-from rl.grpo.objective import ObjectiveConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,38 +52,30 @@ class ActorGroups:
         scorer_pg = reserve("scorer", [_bundle(s.cpus_per_worker, 0)] * s.num_workers, timeout)
 
         g = cfg.grpo
-        objective = ObjectiveConfig(g.train_target, r.temperature, g.kl_beta, g.kl_estimator, g.clip_low, g.clip_high,
-                                    cache_prefix=l.cache_prefix)
-        optim = {"lr": g.lr, "weight_decay": g.weight_decay, "grad_clip": g.grad_clip, "zero_stage": l.zero_stage,
-                 "bf16": l.bf16, "bucket_mb": cfg.weight_sync.bucket_mb}
-        lora = asdict(l.lora)
         learner_cls = ray.remote(Learner)
 
         def make_learner(rank: int, world_size: int):
             return learner_cls.options(num_cpus=l.cpus_per_worker, num_gpus=l.gpus_per_worker,
                                        scheduling_strategy=in_bundle(learner_pg, rank)).remote(
-                rank, world_size, cfg.policy_init, objective, optim, lora, l.reference, cfg.seed, g.micro_batch_size,
-                g.updates_per_step)
+                rank, world_size, cfg.policy_init, g, l, r, cfg.weight_sync, cfg.seed)
 
         learner = LearnerGroup(make_learner, l.num_workers)
 
-        sampling = SamplingOptions(g.group_size, r.temperature, r.top_p, r.flow_noise, r.action_source)
         fault = FaultInjection(cfg.debug.kill_rollout_worker_at_step, cfg.debug.kill_rollout_worker_rank, str(out_dir / "faults"))
         rollout_cls = ray.remote(max_restarts=0)(RolloutWorker)
 
         def make_rollout(rank: int):
             return rollout_cls.options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker,
                                        scheduling_strategy=in_bundle(rollout_pg, rank)).remote(
-                rank, cfg.policy_init, sampling, lora, fault, bf16=l.bf16)
+                rank, cfg.policy_init, r, g.group_size, l.lora, fault, bf16=l.bf16)
 
         rollouts = RolloutPool(make_rollout, r.num_workers, max_retries=r.max_retries)
 
-        terms = [asdict(t) for t in s.rewards]
         scorer_cls = ray.remote(max_restarts=-1, max_task_retries=1)(ScorerWorker)
 
         def make_scorer(rank: int):
             return scorer_cls.options(num_cpus=s.cpus_per_worker, scheduling_strategy=in_bundle(scorer_pg, rank)).remote(
-                rank, terms, s.timeout_s)
+                rank, s)
 
         scorers = ScorerPool(make_scorer, s.num_workers)
         weights = WeightSyncManager(learner.rank0, rollouts, backend, transport)

@@ -11,12 +11,15 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import ray
 
 from actors.weight_sync import CollectiveGroup, CollectiveSender, ObjectStoreSender, WeightsPayload
+from rl.config import GRPOConfig, LearnerConfig, RolloutConfig, WeightSyncConfig
 from rl.grpo.objective import (ObjectiveConfig, batch_normalisers, micro_batch_loss, micro_batch_prefix,
                                prefix_cache_applies)
 from rl.records import TrainingSample
@@ -36,27 +39,36 @@ def check_zero_stage(stage: int) -> None:
 class Learner:
     """One rank of the DeepSpeed learner job."""
 
-    def __init__(self, rank: int, world_size: int, policy_dir: str, objective: ObjectiveConfig, optim: dict,
-                 lora: dict, reference: str, seed: int, micro_batch_size: int, updates_per_step: int = 1,
-                 num_threads: int = 1):
+    def __init__(self, rank: int, world_size: int, policy_dir: str, grpo: GRPOConfig, learner: LearnerConfig,
+                 rollout: Optional[RolloutConfig] = None, weight_sync: Optional[WeightSyncConfig] = None,
+                 seed: int = 0, num_threads: int = 1):
+        """Built from the run's typed config sections (`rl.config`; their defaults are the only ones): `grpo` (the
+        objective, optimiser and step structure), `learner` (ZeRO stage, precision, LoRA, reference), `rollout`
+        (the sampling temperature the log-probs are taken under), `weight_sync` (bucket size)."""
         import torch
 
         from rl.policy import SpanVLAPolicy
         from rl.policy.lora import apply_lora
 
+        rollout = rollout or RolloutConfig()
+        weight_sync = weight_sync or WeightSyncConfig()
         torch.set_num_threads(num_threads)
         torch.manual_seed(seed + rank)
         self.rank, self.world_size = rank, world_size
-        self.objective = objective
-        self.micro_batch_size = micro_batch_size
-        self.updates_per_step = updates_per_step
+        self.grpo, self.settings = grpo, learner
+        self.objective = ObjectiveConfig(grpo.train_target, rollout.temperature, grpo.kl_beta, grpo.kl_estimator,
+                                         grpo.clip_low, grpo.clip_high, cache_prefix=learner.cache_prefix)
+        objective = self.objective
+        self.micro_batch_size = grpo.micro_batch_size
+        self.updates_per_step = grpo.updates_per_step
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        check_zero_stage(optim.get("zero_stage", 1))
+        check_zero_stage(learner.zero_stage)
         # The precision contract (SpanVLAPolicy): the VLM in bf16 under learner.bf16, the expert in fp32; set
         # before the reference copy and the adapters so they share it (the rollout copies do the same).
-        self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(bool(optim.get("bf16", False)))
+        self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(learner.bf16)
         target = objective.train_target
-        self.lora_enabled = bool(lora.get("enabled"))
+        lora, reference = asdict(learner.lora), learner.reference
+        self.lora_enabled = bool(learner.lora.enabled)
         self._frozen_expert = None
         self.reference_policy = None
         if objective.kl_beta > 0 and (reference == "frozen_copy" or not self.lora_enabled):
@@ -82,10 +94,10 @@ class Learner:
         # Dropout off (eval mode) in the learner's log-prob forward too: it then equals the sampler's, so the
         # first update's ratio is exactly 1 (LoRA dropout is a no-op in GRPO; peft applies it in train mode).
         self.policy.eval()
-        self.optim = optim
+        self.bucket_mb = weight_sync.bucket_mb
         self.engine = None
         self._rendezvous_sockets: dict = {}  # port -> listening socket handed out by `address`
-        self._sender = ObjectStoreSender(optim.get("bucket_mb", 64.0))
+        self._sender = ObjectStoreSender(self.bucket_mb)
         self.updates = 0
 
     def address(self) -> tuple[str, int]:
@@ -103,11 +115,11 @@ class Learner:
         """Join the DeepSpeed job (every rank at once: the rendezvous waits for all of them)."""
         from rl.deepspeed_engine import create_engine
 
-        o = self.optim
+        g, l = self.grpo, self.settings
         self.engine = create_engine(
-            self.policy, self.policy.parameters(), lr=o["lr"], weight_decay=o.get("weight_decay", 0.0),
-            zero_stage=o.get("zero_stage", 1), micro_batch_size=self.micro_batch_size,
-            grad_clip=o.get("grad_clip", 1.0), bf16=o.get("bf16", False), managed_accumulation=False,
+            self.policy, self.policy.parameters(), lr=g.lr, weight_decay=g.weight_decay,
+            zero_stage=l.zero_stage, micro_batch_size=self.micro_batch_size,
+            grad_clip=g.grad_clip, bf16=l.bf16, managed_accumulation=False,
             rank=self.rank, world_size=self.world_size, master_addr=master_addr, master_port=master_port,
             listen_socket=self._rendezvous_sockets.pop(master_port, None),
         )
@@ -194,7 +206,7 @@ class Learner:
     def setup_collective(self, backend: str, master_addr: str, master_port: int, world_size: int) -> bool:
         group = CollectiveGroup(backend, master_addr, master_port, 0, world_size,
                                 listen=self._rendezvous_sockets.pop(master_port, None))
-        self._sender = CollectiveSender(group, self.optim.get("bucket_mb", 64.0))
+        self._sender = CollectiveSender(group, self.bucket_mb)
         return True
 
     def sync_manifest(self, version: int):

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -19,19 +19,11 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.weight_sync import CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, WeightsPayload, load_into_module
+from rl.config import LoRAConfig, RolloutConfig
 from rl.records import GroupRequest, GroupRollout  # noqa: F401  (the records this actor takes and returns)
 from sim.scene import Scene
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplingOptions:
-    group_size: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    flow_noise: float = 0.5
-    action_source: str = "expert"
 
 
 @dataclass
@@ -46,10 +38,13 @@ class FaultInjection:
 class RolloutWorker:
     """Holds an inference copy of the policy (same structure as the learner's, LoRA included) and samples groups."""
 
-    def __init__(self, rank: int, policy_dir: str, sampling: SamplingOptions, lora: Optional[dict] = None,
-                 fault: Optional[FaultInjection] = None, num_threads: int = 1, bf16: bool = False):
-        """bf16: hold the VLM in bf16 as the learner does under `learner.bf16` (the expert stays fp32), so the
-        recorded log-probabilities are the learner's."""
+    def __init__(self, rank: int, policy_dir: str, rollout: RolloutConfig, group_size: int,
+                 lora: Optional[LoRAConfig] = None, fault: Optional[FaultInjection] = None, num_threads: int = 1,
+                 bf16: bool = False):
+        """Built from the run's typed sections: `rollout` (temperature, top_p, flow noise, action source),
+        `group_size` (grpo.group_size), `lora` (learner.lora: the same adapters as the learner's). bf16: hold the
+        VLM in bf16 as the learner does under `learner.bf16` (the expert stays fp32), so the recorded
+        log-probabilities are the learner's."""
         import torch
 
         from rl.policy import SpanVLAPolicy
@@ -57,12 +52,12 @@ class RolloutWorker:
 
         torch.set_num_threads(num_threads)
         self.rank = rank
-        self.sampling = sampling
+        self.rollout, self.group_size = rollout, group_size
         self.fault = fault or FaultInjection()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(bf16)
-        if lora and lora.get("enabled"):
-            apply_lora(self.policy, lora)
+        if lora is not None and lora.enabled:
+            apply_lora(self.policy, asdict(lora))
         # After the adapters exist: their dropout modules are created in training mode, and a sample must come
         # from the same (dropout-free) distribution whose log-probabilities it records.
         self.policy.eval()
@@ -95,9 +90,9 @@ class RolloutWorker:
     def sample(self, request: GroupRequest) -> GroupRollout:
         start = time.perf_counter()
         self._maybe_die(request.step)
-        s = self.sampling
+        s = self.rollout
         group = self.policy.sample_group(
-            request.scene, s.group_size, temperature=s.temperature, top_p=s.top_p, flow_noise=s.flow_noise,
+            request.scene, self.group_size, temperature=s.temperature, top_p=s.top_p, flow_noise=s.flow_noise,
             action_source=s.action_source, seed=request.seed,
         )
         return GroupRollout(request.step, request.group_id, request.scene.token, request.scene.sample_type,
@@ -105,7 +100,7 @@ class RolloutWorker:
 
     def plan(self, scenes: list[Scene], action_source: Optional[str] = None) -> object:
         """Deterministic plans (`rl.policy.PlanResult`) for evaluation."""
-        return self.policy.plan(scenes, action_source=action_source or self.sampling.action_source)
+        return self.policy.plan(scenes, action_source=action_source or self.rollout.action_source)
 
     def _maybe_die(self, step: int) -> None:
         f = self.fault

@@ -16,6 +16,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from rewards.registry import CompositeReward, RewardTerm, ScoringInput
+from rl.config import ScorerConfig
 from rl.records import GroupScores, ScoreRequest  # noqa: F401  (the records this actor takes and returns)
 from sim.scene import Scene
 
@@ -25,9 +26,12 @@ logger = logging.getLogger(__name__)
 class ScorerWorker:
     """Loads the reward functions inside the actor; scores groups; evaluates plans with NAVSIM's scorer."""
 
-    def __init__(self, rank: int, reward_terms: list[dict], timeout_s: Optional[float] = None, cache_scenes: int = 512):
+    def __init__(self, rank: int, scorer: ScorerConfig, cache_scenes: int = 512):
+        """Built from the run's `scorer` section: the reward terms (functions loaded here, by name) and the
+        per-call timeout."""
         self.rank = rank
-        self.reward = CompositeReward([RewardTerm(**t) for t in reward_terms], timeout_s=timeout_s)
+        terms = [RewardTerm(t.name, t.weight, dict(t.kwargs), t.label) for t in scorer.rewards]
+        self.reward = CompositeReward(terms, timeout_s=scorer.timeout_s)
         self._caches: OrderedDict[str, dict] = OrderedDict()
         self._cache_scenes = cache_scenes
 

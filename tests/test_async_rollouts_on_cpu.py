@@ -138,12 +138,13 @@ def test_an_async_run_resumed_from_its_checkpoint_matches_the_uninterrupted_run(
 def test_the_rollout_pool_refuses_a_weight_push_while_a_step_is_being_sampled(ray_cluster, tiny_grpo_assets):
     import ray
 
-    from actors.rollout import GroupRequest, RolloutPool, RolloutWorker, SamplingOptions, group_seed
+    from actors.rollout import GroupRequest, RolloutPool, RolloutWorker, group_seed
+    from rl.config import RolloutConfig
     from rl.scene_store import SceneStore
 
     worker_cls = ray.remote(max_restarts=0)(RolloutWorker)
     pool = RolloutPool(lambda rank: worker_cls.options(num_cpus=1).remote(rank, str(tiny_grpo_assets["policy"]),
-                                                                          SamplingOptions(group_size=2)), 1)
+                                                                          RolloutConfig(), 2), 1)
     try:
         store = SceneStore(tiny_grpo_assets["train"])
         requests = [GroupRequest(0, i, store.scene(i), group_seed(0, 0, i)) for i in range(3)]

@@ -13,6 +13,7 @@ import torch
 
 from rl.grpo.objective import (ObjectiveConfig, TrainingSample, batch_normalisers, micro_batch_loss,
                                micro_batch_prefix, prefix_cache_applies)
+from rl.config import GRPOConfig, LearnerConfig, LoRAConfig
 from rl.policy import SpanVLAPolicy
 from rl.policy.training import cached_flow_step_logprobs, check_vlm_frozen
 from rl.scene_store import SceneStore
@@ -104,9 +105,9 @@ def test_lora_adapters_off_reference_reads_the_same_kv_and_moved_adapters_are_re
     base, samples = policy_and_samples
     samples = samples[2:6]
     learner = Learner(rank=0, world_size=1, policy_dir=str(tiny_grpo_assets["policy"]),
-                      objective=ObjectiveConfig(train_target="expert", kl_beta=0.01), optim={},
-                      lora={"enabled": True, **LORA}, reference="adapters_off", seed=0, micro_batch_size=4,
-                      num_threads=torch.get_num_threads())
+                      grpo=GRPOConfig(train_target="expert", kl_beta=0.01, micro_batch_size=4),
+                      learner=LearnerConfig(lora=LoRAConfig(enabled=True, **LORA), reference="adapters_off"),
+                      seed=0, num_threads=torch.get_num_threads())
     policy = learner.policy
     assert learner.reference_policy is None and any(".lora_B" in n for n, _ in policy.named_parameters())
     check_vlm_frozen(policy)
@@ -176,14 +177,13 @@ def test_a_two_update_deepspeed_step_ends_with_the_same_parameters_with_and_with
 
     _, samples = policy_and_samples
     learner_cls = ray_cluster.remote(Learner)
-    optim = {"lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "zero_stage": 1, "bf16": False, "bucket_mb": 64.0}
     runs = {"cached": ("expert", True), "recomputed": ("expert", False), "joint": ("joint", True)}
     actors = {}
     for name, (target, cache) in runs.items():
-        objective = ObjectiveConfig(train_target=target, kl_beta=0.01, cache_prefix=cache)
+        grpo = GRPOConfig(train_target=target, kl_beta=0.01, lr=1e-3, micro_batch_size=4, updates_per_step=2)
         actors[name] = learner_cls.options(num_cpus=0).remote(
-            rank=0, world_size=1, policy_dir=str(tiny_grpo_assets["policy"]), objective=objective, optim=optim,
-            lora={"enabled": False}, reference="frozen_copy", seed=0, micro_batch_size=4, updates_per_step=2)
+            rank=0, world_size=1, policy_dir=str(tiny_grpo_assets["policy"]), grpo=grpo,
+            learner=LearnerConfig(zero_stage=1, cache_prefix=cache), seed=0)
     try:
         addresses = ray_cluster.get([a.address.remote() for a in actors.values()])
         ray_cluster.get([a.init_engine.remote(*addr) for a, addr in zip(actors.values(), addresses)])

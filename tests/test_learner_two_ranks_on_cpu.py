@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from actors.learner import Learner, LearnerGroup
-from rl.grpo.objective import ObjectiveConfig, TrainingSample
+from rl.config import GRPOConfig, LearnerConfig
+from rl.grpo.objective import TrainingSample
 from rl.policy import SpanVLAPolicy
 from rl.scene_store import SceneStore
 
@@ -33,14 +34,12 @@ def test_two_learner_ranks_make_the_single_rank_update_over_two_steps(ray_cluste
     samples = sampled_batch(tiny_grpo_assets)
     counts = [int(s.completion.sampled.sum()) for s in samples]
     assert sum(counts[0::2]) != sum(counts[1::2])  # the round-robin shards hold different token counts
-    objective = ObjectiveConfig(train_target="joint", temperature=1.0, kl_beta=0.01)
-    optim = {"lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "zero_stage": 1, "bf16": False, "bucket_mb": 64.0}
+    grpo = GRPOConfig(train_target="joint", kl_beta=0.01, lr=1e-3, micro_batch_size=2, updates_per_step=1)
     learner_cls = ray_cluster.remote(Learner)
 
     def make_learner(rank: int, world_size: int):
         return learner_cls.options(num_cpus=0).remote(
-            rank, world_size, str(tiny_grpo_assets["policy"]), objective, optim, {"enabled": False}, "frozen_copy",
-            seed=0, micro_batch_size=2, updates_per_step=1)
+            rank, world_size, str(tiny_grpo_assets["policy"]), grpo, LearnerConfig(zero_stage=1), seed=0)
 
     groups = {n: LearnerGroup(make_learner, n) for n in (1, 2)}
     try:

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from actors.learner import Learner
-from actors.rollout import RolloutWorker, SamplingOptions
+from actors.rollout import RolloutWorker
 from rl.records import GroupRequest
 from actors.weight_sync import load_into_module
+from rl.config import GRPOConfig, LearnerConfig, LoRAConfig, RolloutConfig
 from rl.deepspeed_engine import free_port
-from rl.grpo.objective import ObjectiveConfig, TrainingSample, _left_aligned, batch_normalisers
+from rl.grpo.objective import TrainingSample, _left_aligned, batch_normalisers
 from rl.scene_store import SceneStore
 
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
@@ -32,10 +33,12 @@ def sample(worker: RolloutWorker, scenes, step: int) -> list[TrainingSample]:
 
 def test_lora_dropout_rollout_logprobs_equal_the_learners_after_the_adapters_moved(tiny_grpo_assets):
     scenes = SceneStore(tiny_grpo_assets["train"]).scenes(range(2))
-    options = SamplingOptions(4, temperature=1.0, action_source="tokens")
-    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), options, lora=LORA)
-    learner = Learner(0, 1, str(tiny_grpo_assets["policy"]), ObjectiveConfig("vlm", temperature=1.0),
-                      {"lr": 5e-2, "zero_stage": 1}, LORA, "frozen_copy", 0, 8)
+    lora = LoRAConfig(**LORA)
+    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), RolloutConfig(temperature=1.0, action_source="tokens"), 4,
+                           lora=lora)
+    learner = Learner(0, 1, str(tiny_grpo_assets["policy"]),
+                      GRPOConfig(train_target="vlm", kl_beta=0.0, lr=5e-2, micro_batch_size=8),
+                      LearnerConfig(zero_stage=1, lora=lora), RolloutConfig(temperature=1.0, action_source="tokens"))
     learner.init_engine("127.0.0.1", free_port())
     assert not any(m.training for m in worker.policy.modules())
     assert not any(m.training for m in learner.policy.modules())

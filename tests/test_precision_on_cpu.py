@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from actors.learner import Learner
-from actors.rollout import RolloutWorker, SamplingOptions
+from actors.rollout import RolloutWorker
 from rl.records import GroupRequest
+from rl.config import GRPOConfig, LearnerConfig, RolloutConfig
 from rl.deepspeed_engine import create_engine, free_port
-from rl.grpo.objective import ObjectiveConfig, TrainingSample, batch_normalisers
+from rl.grpo.objective import TrainingSample, batch_normalisers
 from rl.scene_store import SceneStore
 
 
@@ -33,15 +34,16 @@ def sampled_batch(assets, worker: RolloutWorker, num_scenes: int = 2, seed: int 
 
 
 def bf16_learner(assets, target: str, zero_stage: int = 2, kl_beta: float = 0.01) -> Learner:
-    learner = Learner(0, 1, str(assets["policy"]), ObjectiveConfig(target, kl_beta=kl_beta),
-                      {"lr": 1e-3, "bf16": True, "zero_stage": zero_stage}, {}, "frozen_copy", 0, 8)
+    learner = Learner(0, 1, str(assets["policy"]), GRPOConfig(train_target=target, kl_beta=kl_beta, lr=1e-3,
+                                                              micro_batch_size=8),
+                      LearnerConfig(bf16=True, zero_stage=zero_stage))
     learner.init_engine("127.0.0.1", free_port())
     return learner
 
 
 @pytest.mark.parametrize("target", ["expert", "joint"])
 def test_flow_grpo_step_under_a_bf16_deepspeed_engine_keeps_the_expert_and_its_logprobs_fp32(tiny_grpo_assets, target):
-    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), SamplingOptions(4, flow_noise=0.5), bf16=True)
+    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), RolloutConfig(flow_noise=0.5), 4, bf16=True)
     samples = sampled_batch(tiny_grpo_assets, worker)
     assert all(s.chain.logprobs.dtype == np.float32 for s in samples)
     learner = bf16_learner(tiny_grpo_assets, target)
@@ -93,8 +95,8 @@ def test_zero_stage_3_is_refused_by_the_config_and_by_the_learner(tiny_grpo_asse
     with pytest.raises(ConfigError, match=r"learner.zero_stage=3"):
         load_config(TrainConfig, "configs/tiny.yaml", ["learner.zero_stage=3"]).validate()
     with pytest.raises(ValueError, match=r"learner.zero_stage=3"):
-        Learner(0, 1, str(tiny_grpo_assets["policy"]), ObjectiveConfig("expert"), {"lr": 1e-3, "zero_stage": 3}, {},
-                "frozen_copy", 0, 8)
+        Learner(0, 1, str(tiny_grpo_assets["policy"]), GRPOConfig(train_target="expert", kl_beta=0.0, lr=1e-3),
+                LearnerConfig(zero_stage=3))
 
 
 def test_weight_sync_never_sends_an_empty_tensor():
@@ -110,8 +112,8 @@ def test_partitioned_zero_3_parameters_are_never_sent_empty(tiny_grpo_assets, mo
     import actors.learner as learner_module
 
     monkeypatch.setattr(learner_module, "check_zero_stage", lambda stage: None)
-    learner = Learner(0, 1, str(tiny_grpo_assets["policy"]), ObjectiveConfig("expert"), {"lr": 1e-3, "zero_stage": 3},
-                      {}, "frozen_copy", 0, 8)
+    learner = Learner(0, 1, str(tiny_grpo_assets["policy"]), GRPOConfig(train_target="expert", kl_beta=0.0, lr=1e-3,
+                                                                       micro_batch_size=8), LearnerConfig(zero_stage=3))
     learner.init_engine("127.0.0.1", free_port())
     with pytest.raises(RuntimeError, match=r"weight sync: expert\.\S+ holds 0 of its \d+ elements.*learner.zero_stage"):
         learner.sync_tensors()

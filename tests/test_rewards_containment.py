@@ -63,6 +63,7 @@ def test_a_scorer_actor_survives_plugins_that_exit_or_interrupt(ray_cluster, tmp
     """A real Ray scorer actor loads the plug-ins by file path; a plug-in's sys.exit() or KeyboardInterrupt
     makes the samples unscorable and the actor keeps serving."""
     from actors.scorer import ScoreRequest, ScorerWorker
+    from rl.config import RewardTermConfig, ScorerConfig
 
     ray = ray_cluster
     plugin = tmp_path / "rude_plugins.py"
@@ -74,10 +75,11 @@ def test_a_scorer_actor_survives_plugins_that_exit_or_interrupt(ray_cluster, tmp
                 sys.exit("leaving")
             raise KeyboardInterrupt("interrupted")
     '''))
-    terms = [{"name": f"{plugin}:rude", "kwargs": {"how": "interrupt"}, "label": "interrupting"},
-             {"name": "pdms", "label": "pdms"}]
-    worker = ray.remote(num_cpus=0, max_restarts=0)(ScorerWorker).remote(0, terms)
-    exiting = ray.remote(num_cpus=0, max_restarts=0)(ScorerWorker).remote(1, [{"name": f"{plugin}:rude"}])
+    terms = [RewardTermConfig(f"{plugin}:rude", kwargs={"how": "interrupt"}, label="interrupting"),
+             RewardTermConfig("pdms", label="pdms")]
+    worker = ray.remote(num_cpus=0, max_restarts=0)(ScorerWorker).remote(0, ScorerConfig(rewards=terms))
+    exiting = ray.remote(num_cpus=0, max_restarts=0)(ScorerWorker).remote(
+        1, ScorerConfig(rewards=[RewardTermConfig(f"{plugin}:rude")]))
     scene = road_scene()
     request = ScoreRequest(scene, np.stack([straight_plan(), straight_plan(5.0)]), ["", ""], ["fast", "fast"])
     for _ in range(2):  # the second call proves the actor is still alive
