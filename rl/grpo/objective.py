@@ -23,7 +23,7 @@ from typing import Callable, ContextManager, Optional
 import numpy as np
 import torch
 
-from rl.config import TRAIN_TARGETS  # defined once, with the config that names them
+from rl.config import TRAIN_TARGETS, GRPOConfig, LearnerConfig, RolloutConfig  # defined once, in the config
 from rl.grpo.losses import flow_grpo_loss, grpo_loss
 from rl.policy.training import PrefixKV, cached_flow_step_logprobs, prefix_kv
 from rl.records import TrainingSample
@@ -31,13 +31,16 @@ from rl.records import TrainingSample
 
 @dataclass
 class ObjectiveConfig:
-    train_target: str = "expert"
-    temperature: float = 1.0  # the rollout's sampling temperature (log-probs are taken under it)
+    """What `micro_batch_loss` needs of a run's config; the learner builds it from `grpo`, `rollout` and `learner`.
+    Defaults are those sections' (one definition), except `kl_beta`: the objective alone has no KL term."""
+
+    train_target: str = GRPOConfig.train_target
+    temperature: float = RolloutConfig.temperature  # the rollout's sampling temperature (log-probs are taken under it)
     kl_beta: float = 0.0
-    kl_estimator: str = "k3"
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    cache_prefix: bool = True  # expert only: one frozen-VLM forward per sample a step (the loss is the same)
+    kl_estimator: str = GRPOConfig.kl_estimator
+    clip_low: float = GRPOConfig.clip_low
+    clip_high: float = GRPOConfig.clip_high
+    cache_prefix: bool = LearnerConfig.cache_prefix  # expert only: one frozen-VLM forward per sample a step
 
 
 def prefix_cache_applies(cfg: ObjectiveConfig) -> bool:
