@@ -249,6 +249,10 @@ class PipelineConfig:
     expert_steps: int = 300
     eval_version: str = "v1"
     pictures: int = 4  # scenes pictured before and after post-training
+    # The logged human driver in the generated data (sim.scenarios.human, its default mistake rate and severity):
+    # every scene carries the drive a human logged and negatives are those logs; with sft.target=log SFT imitates
+    # the logs, mistakes included. Off: the perfect-expert world (the imitation ceiling).
+    human_logs: bool = False
 
 
 @dataclass

@@ -52,13 +52,15 @@ def stage_data(cfg: TrainConfig, paths: PipelinePaths) -> None:
     from sim.cameras import CameraConfig
     from sim.generate import GeneratorOptions, generate_splits
     from sim.scenarios import FAMILIES
+    from sim.scenarios.human import HumanLogs
 
     p = cfg.pipeline
     if (paths.data / "splits.json").is_file():
         logger.info("data: reusing %s", paths.data)
         return
     options = GeneratorOptions(tuple(p.families or FAMILIES), p.neg_share, p.rec_share,
-                               CameraConfig(height=p.image_height, width=p.image_width))
+                               CameraConfig(height=p.image_height, width=p.image_width),
+                               human_logs=HumanLogs() if p.human_logs else None)
     splits = {"train": p.train_scenes, "val": p.val_scenes, "test": p.test_scenes}
     # resume: a demo stopped while generating continues its splits (and refuses other options than it had)
     generate_splits(paths.data, splits, cfg.seed, options, workers=p.generate_workers, resume=True)

@@ -188,3 +188,20 @@ def test_sft_target_log_refuses_a_horizon_beyond_the_logs_and_an_unknown_target(
     assert sft_main(["--config", "configs/tiny_smoke.yaml", "sft.target=human"]) == 2
     assert "sft.target='human': expected one of ('expert', 'log')" in capsys.readouterr().err
 
+
+
+def test_the_demo_generates_human_logs_when_its_pipeline_asks_for_them(tmp_path):
+    from rl.config import TrainConfig
+    from rl.config_io import load_config
+    from rl.demo import PipelinePaths, stage_data
+    from sim.dataset import read_manifest
+
+    overrides = ["pipeline.human_logs=true", "pipeline.train_scenes=4", "pipeline.val_scenes=1",
+                 "pipeline.test_scenes=1", "pipeline.families=[lane_follow,lead_braking]", "pipeline.generate_workers=1",
+                 "pipeline.image_height=16", "pipeline.image_width=32"]
+    paths = PipelinePaths(tmp_path / "run")
+    stage_data(load_config(TrainConfig, "configs/tiny.yaml", overrides), paths)
+    manifest = read_manifest(paths.split("train"))
+    default = HumanLogs()
+    assert manifest["generator"]["human_logs"] == {"mistake_rate": default.mistake_rate,
+                                                   "severity_a": default.severity_a, "severity_b": default.severity_b}
