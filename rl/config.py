@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rl.config_io import ConfigError
-from rl.grpo.losses import KL_ESTIMATORS
 from rl.policy.config import ACTION_SOURCES, PolicyConfig, validate_policy_config
 from sim.conventions import SAMPLE_TYPES
 
 # Each enumeration of the config is defined here once (ACTION_SOURCES: rl.policy.config; sample types:
 # sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported wherever it is checked.
+KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA's choice)
 TRAIN_TARGETS = ("vlm", "expert", "joint")
 FLOW_TARGETS = ("expert", "joint")  # the train targets whose objective needs the expert's flow chains
 REFERENCE_MODES = ("frozen_copy", "adapters_off")

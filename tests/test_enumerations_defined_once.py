@@ -14,7 +14,7 @@ def test_every_enumeration_is_spelled_out_once():
     from actors.weight_sync import SYNC_BACKENDS
     from rewards.shaping import REGIONS
     from rl.config import REFERENCE_MODES, RESUME_MODES, TRAIN_TARGETS
-    from rl.grpo.losses import KL_ESTIMATORS
+    from rl.config import KL_ESTIMATORS
     from rl.policy.config import ACTION_SOURCES
     from sim.conventions import SAMPLE_TYPES, VERSIONS
 

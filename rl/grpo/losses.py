@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA's choice)
+from rl.config import KL_ESTIMATORS  # defined once, with the config key that names them
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -81,15 +81,8 @@ def _read_manifest(root: Path) -> dict:
     if not root.is_dir():
         raise CheckpointError(f"policy checkpoint directory not found: {root}")
     manifest = root / MANIFEST
-    if not manifest.is_file():
-        raise CheckpointError(f"{manifest} is missing: not a policy checkpoint, or a half-written one")
-    try:
-        data = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{manifest}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{manifest}: expected a JSON object with keys format, format_version, files;"
-                              f" found a {type(data).__name__}")
+    data = _read_json(manifest, missing=": not a policy checkpoint, or a half-written one",
+                      expected="a JSON object with keys format, format_version, files;")
     missing = [key for key in ("format", "format_version", "files") if key not in data]
     if missing:
         raise CheckpointError(f"{manifest}: missing key(s) {', '.join(missing)}: not a policy manifest")
@@ -184,15 +177,17 @@ def check_policy_dir(path: str | os.PathLike) -> PolicyDirInfo:
     return PolicyDirInfo(root, manifest, config, has_codebook)
 
 
-def _read_json(file: Path) -> dict:
+def _read_json(file: Path, missing: str = "", expected: str = "a JSON object,") -> dict:
+    """The JSON object in `file`; CheckpointError naming the file when it is missing (`missing` says what that
+    means), not JSON, or not `expected`."""
     if not file.is_file():
-        raise CheckpointError(f"{file} is missing")
+        raise CheckpointError(f"{file} is missing{missing}")
     try:
         data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{file}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, found a {type(data).__name__}")
+        raise CheckpointError(f"{file}: expected {expected} found a {type(data).__name__}")
     return data
 
 
