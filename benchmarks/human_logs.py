@@ -10,8 +10,13 @@ over seeds 0 .. N-1:
   PDMS           NAVSIM v1 PDMS of the expert's plan and of both negatives, and the share of negatives that
                  score below the expert's plan of the same scene (by more than 0.01)
   severity       median drawn severity of the graded negatives
+  log quality    with `--log-rates R,...`: the PDMS and at-fault collision share (NC < 1) of the positive scenes'
+                 logs at each mistake rate, over seeds 0 .. `--rate-seeds` - 1. A seed's decision draw u, its kind
+                 and severity do not depend on the rate (`sim.scenarios.human.draw`), so its log at rate r is its
+                 mistake when u < r, else the expert's plan: one scene per seed scores every rate.
 
-    python benchmarks/human_logs.py --seeds 20 [--rate-seeds 100] [--families lane_follow,curve] [--out FILE.json]
+    python benchmarks/human_logs.py --seeds 20 [--rate-seeds 100] [--log-rates 0,0.15,0.3,0.5]
+                                    [--families lane_follow,curve] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -94,9 +99,48 @@ def evaluate(families: Sequence[str], seeds: Sequence[int], logs: HumanLogs, rat
     return table
 
 
+def log_quality(families: Sequence[str], seeds: Sequence[int], logs: HumanLogs, rates: Sequence[float]) -> dict:
+    """{family and "overall": {rate: {"pdms": mean PDMS of the positive logs, "collisions": share with NC < 1}}}."""
+    scorer = PDMScorer("v1")
+    pooled: dict[float, tuple[list, list]] = {r: ([], []) for r in rates}
+    table: dict = {}
+    always = HumanLogs(1.0, logs.severity_a, logs.severity_b)
+    for family in families:
+        per_rate: dict[float, tuple[list, list]] = {r: ([], []) for r in rates}
+        for seed in seeds:
+            u = float(stream(family, seed, "human").random())  # the draw `draw` compares with the rate
+            mistake = logged_drive(family, seed, always)
+            scene = generate(family, seed, "pos")
+            expert = scene.future[: C.NAVSIM_PLAN_POSES]
+            plans = [expert]
+            if mistake.kind is not None:
+                scene_with = generate(family, seed, "pos", human=always)
+                plans.append(scene_with.human_trajectory)
+            results = scorer.score(scorer.prepare(scene), np.stack(plans))
+            for r in rates:
+                chosen = results[1] if mistake.kind is not None and u < r else results[0]
+                for target in (per_rate[r], pooled[r]):
+                    target[0].append(float(chosen["PDMS"]))
+                    target[1].append(float(chosen["NC"] < 1.0))
+        table[family] = {str(r): {"pdms": float(np.mean(p)), "collisions": float(np.mean(c))} for r, (p, c) in per_rate.items()}
+        print(f"  log quality {family} done", file=sys.stderr, flush=True)
+    table["overall"] = {str(r): {"pdms": float(np.mean(p)), "collisions": float(np.mean(c))} for r, (p, c) in pooled.items()}
+    return table
+
+
+def render_log_quality(table: dict) -> str:
+    rates = list(next(iter(table.values())))
+    lines = ["| family | " + " | ".join(f"logs at rate {r}: PDMS / collisions" for r in rates) + " |",
+             "|---|" + "---|" * len(rates)]
+    for family, row in table.items():
+        name = f"**{family}**" if family == "overall" else family
+        lines.append(f"| {name} | " + " | ".join(f"{row[r]['pdms']:.3f} / {row[r]['collisions']:.0%}" for r in rates) + " |")
+    return "\n".join(lines)
+
+
 def _severity(family: str, seed: int, logs: HumanLogs) -> float:
     """The severity the neg scene of (family, seed) drew (the generator's own draw, repeated)."""
-    return draw(logs, stream(family, seed, "human"))[1]
+    return draw(logs, stream(family, seed, "human"), family)[1]
 
 
 def _fmt(value: Optional[float], pattern: str = "{:.2f}") -> str:
@@ -127,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--mistake-rate", type=float, default=HumanLogs.mistake_rate)
     p.add_argument("--severity-a", type=float, default=HumanLogs.severity_a)
     p.add_argument("--severity-b", type=float, default=HumanLogs.severity_b)
+    p.add_argument("--log-rates", default=None, help="comma-separated mistake rates: the logs' PDMS at each (e.g. 0,0.15,0.3,0.5)")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     args = p.parse_args(argv)
     families = list(FAMILIES) if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
@@ -139,13 +184,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
+    try:
+        log_rates = [float(r) for r in args.log_rates.split(",")] if args.log_rates else []
+    except ValueError:
+        print(f"--log-rates {args.log_rates!r}: expected comma-separated numbers in [0, 1]", file=sys.stderr)
+        return 2
+    if any(not 0.0 <= r <= 1.0 for r in log_rates):
+        print(f"--log-rates {args.log_rates!r}: every rate must lie in [0, 1]", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     table = evaluate(families, range(args.seeds), logs, range(args.rate_seeds))
     print(render(table))
+    quality = log_quality(families, range(args.rate_seeds), logs, log_rates) if log_rates else None
+    if quality:
+        print(render_log_quality(quality))
     if args.out:
         payload = {"benchmark": "human_logs", "seeds": args.seeds, "rate_seeds": args.rate_seeds, "human_logs": logs.to_json(),
                    "within_m": WITHIN_M, "pdms_version": "v1", "seconds": round(time.perf_counter() - started, 1),
-                   "families": table}
+                   "families": table, **({"log_quality": quality} if quality else {})}
         with open(args.out, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
             f.write("\n")

@@ -1,17 +1,25 @@
 """The paper's claims measured on the synthetic world, reusing a finished `python -m rl.demo` run.
 
-    python -m rl.ablations --study headline|sample_types|train_target|bridge --run runs/demo [--config ...]
-                           [--seeds 0,1,2] [key=value ...]
+    python -m rl.ablations --study headline|sample_types|imitation|train_target|bridge --run runs/demo
+                           [--config ...] [--seeds 0,1,2] [key=value ...]
 
 Every study starts from the demo run's data, codebook and SFT policies and writes <run>/ablations/<study>.md
 (a table) and .json; the test split's positive scenes are scored with NAVSIM v1 (PDMS) and v2 (EPDMS).
-- headline:     GRPO (the config's recipe) with several seeds against the SFT policy (relative PDMS gain);
-- sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries;
+Pass the demo's own overrides (e.g. its `seed=`) so that the studies' runs are the demo's recipe.
+- headline:     GRPO (the config's recipe) with several seeds against the SFT policy (relative PDMS gain), the
+                shaping terms at the start of GRPO, at-fault collisions per negative-prone family, and SFT on
+                the perfect expert's plans when the imitation study has run;
+- sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries, each with
+                every seed; the ordering SFT < pos < pos+neg < pos+neg+rec against the pooled seed std;
+- imitation:    SFT on the logged human drives (the demo's, `sft.target: log`) against SFT on the expert's
+                plans (the perfect-expert logs, the ceiling of imitation) on the same scenes, per family, with
+                the share of training logs that are mistakes;
 - train_target: GRPO on the flow expert (ours), on the VLM's tokens (the paper's; trajectories from the
                 action tokens), and joint;
 - bridge:       SFT stage 2 of the expert with history initialisation on / off, KV interval 1, 2, 4, last, and
                 several poses per expert token (`BRIDGE_VARIANTS`).
-A finished variant is reused when the study runs again.
+A finished GRPO run is reused wherever it lies in the demo folder (the demo's own, another study's) when its
+config is the variant's.
 """
 from __future__ import annotations
 
@@ -31,7 +39,14 @@ from rl.tracking import setup_console_logging
 from sim.conventions import VERSIONS
 
 logger = logging.getLogger(__name__)
-STUDIES = ("headline", "sample_types", "train_target", "bridge")
+STUDIES = ("headline", "sample_types", "imitation", "train_target", "bridge")
+# The sample-type mixes (shares of the GRPO groups; the last is the config's default, the paper's best recipe).
+SAMPLE_TYPE_MIXES: dict[str, dict[str, float]] = {
+    "pos": {"pos": 1.0}, "pos+neg": {"pos": 0.57, "neg": 0.43}, "pos+neg+rec": {"pos": 0.5, "neg": 0.375, "rec": 0.125}}
+# Shaping metrics read from a GRPO run (metrics.jsonl), averaged over its first and its last `SHAPING_WINDOW` steps.
+SHAPING_KEYS = {"neg inside": "reward/negative_l2/inside_share", "neg term": "reward/negative_l2",
+                "rec inside": "reward/recovery_l2/inside_share", "rec term": "reward/recovery_l2"}
+SHAPING_WINDOW = 5
 # The bridge study's variants: name -> (folder under <run>/ablations/bridge, changes to the config's expert).
 # The default (no changes) is the demo's own SFT expert. The last three vary the suffix layout: several poses
 # per expert token at NAVSIM's 8 poses, and a dense 4 s plan (40 poses at 0.1 s, scored at 0.1 s) with one
@@ -52,14 +67,17 @@ BRIDGE_VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
+def _finished_evaluation(out: Path) -> Optional[dict]:
+    """The evaluation summaries written into `out` (one per NAVSIM version), or None when one is missing."""
+    done = [out / v / "summary.json" for v in VERSIONS]
+    return {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)} if all(f.is_file() for f in done) else None
+
+
 def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str) -> dict:
     from rl.evaluate import run_evaluation
 
-    done = [out / v / "summary.json" for v in VERSIONS]
-    if all(f.is_file() for f in done):
-        return {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)}
-    return run_evaluation(str(paths.split("test")), str(out), VERSIONS, checkpoint=str(policy_dir),
-                          action_source=action_source, sample_types=["pos"])
+    return _finished_evaluation(out) or run_evaluation(str(paths.split("test")), str(out), VERSIONS, checkpoint=str(policy_dir),
+                                                       action_source=action_source, sample_types=["pos"])
 
 
 def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
@@ -71,24 +89,82 @@ def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
 
 
 def _grpo_variant(cfg: TrainConfig, paths: PipelinePaths, out: Path, **changes) -> Path:
-    """The final policy of GRPO from the demo's SFT policy with `changes`; the demo's own GRPO run is reused
-    when the variant is that run."""
+    """The GRPO run folder (its `ckpt/` and `metrics.jsonl`) of GRPO from the demo's SFT policy with `changes`:
+    a finished run with the same config anywhere in the demo folder (the demo's own first) is reused, else it
+    is trained into `out/grpo`."""
     from rl.checkpoint import CheckpointDir
     from rl.driver import GRPODriver
 
     variant = _with(cfg, **{"policy_init": str(paths.sft_expert / "policy"), "data.train": str(paths.split("train")),
                             "data.val": str(paths.split("val")), "policy.codebook.path": str(paths.codebook),
                             "logging.out_dir": str(out / "grpo"), "logging.picture_every": 0, **changes})
-    demo = CheckpointDir(paths.grpo / "ckpt")
-    if demo.latest_step() == variant.grpo.steps:
-        done = demo.latest()
-        if _same_run(load_config(TrainConfig, done / "config.yaml"), variant):
-            logger.info("reusing the demo's GRPO run %s", done)
-            return done / "policy"
-    own = CheckpointDir(out / "grpo" / "ckpt")
-    if own.latest_step() < variant.grpo.steps:
+    for ckpt_dir in [paths.grpo / "ckpt", *sorted((paths.root / "ablations").glob("**/grpo/ckpt"))]:
+        finished = CheckpointDir(ckpt_dir)
+        if finished.latest_step() == variant.grpo.steps:
+            if _same_run(load_config(TrainConfig, finished.latest() / "config.yaml"), variant):
+                logger.info("reusing the finished GRPO run %s", ckpt_dir.parent)
+                return ckpt_dir.parent
+    if CheckpointDir(out / "grpo" / "ckpt").latest_step() < variant.grpo.steps:
         GRPODriver(variant).run()
-    return own.latest() / "policy"
+    return out / "grpo"
+
+
+def _final_policy(grpo_dir: Path) -> Path:
+    from rl.checkpoint import CheckpointDir
+
+    return CheckpointDir(grpo_dir / "ckpt").latest() / "policy"
+
+
+def shaping_metrics(metrics_file: Path, window: int = SHAPING_WINDOW) -> dict[str, float]:
+    """The shaping terms of a GRPO run: each of `SHAPING_KEYS` averaged over the first `window` steps that log it
+    ("... start") and the last `window` ("... end"); NaN when no step logs it (e.g. no negative groups)."""
+    steps = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] if metrics_file.is_file() else []
+    out = {}
+    for name, key in SHAPING_KEYS.items():
+        values = [float(m[key]) for m in steps if key in m and np.isfinite(m[key])]
+        out[f"{name} start"] = float(np.mean(values[:window])) if values else float("nan")
+        out[f"{name} end"] = float(np.mean(values[-window:])) if values else float("nan")
+    return out
+
+
+def logged_mistake_rates(train_split: Path) -> dict[str, dict]:
+    """Per family of a split's positive scenes: how many, and the share whose logged drive (`human_trajectory`)
+    is not the expert's plan (differs by more than 1 cm at some pose; 0 without human logs, whose logs are the
+    plans). Scenes without a log are skipped."""
+    from rl.evaluate import iter_scenes
+
+    counts: dict[str, list[int]] = {}
+    for scene in iter_scenes(train_split, ["pos"])[1]:
+        if scene.human_trajectory is None:
+            continue
+        plan = np.asarray(scene.future)[: len(scene.human_trajectory), :2]
+        mistake = bool(np.abs(np.asarray(scene.human_trajectory)[:, :2] - plan).max() > 0.01)
+        counts.setdefault(scene.family, [0, 0])
+        counts[scene.family][0] += 1
+        counts[scene.family][1] += mistake
+    return {f: {"positive scenes": n, "logged mistake rate": m / n} for f, (n, m) in sorted(counts.items())}
+
+
+def _mean_row(name: str, runs: list[dict], sft_score: float) -> dict:
+    """Mean of `runs` (rows of one variant's seeds) with the sample std of PDMS (ddof 1; NaN for one seed)."""
+    keys = [k for k in runs[0] if isinstance(runs[0][k], float) and k != "vs SFT"]
+    mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    std = float(np.std([r["PDMS"] for r in runs], ddof=1)) if len(runs) > 1 else float("nan")
+    return {"variant": f"{name} mean +- std ({len(runs)} seeds)", **mean, "PDMS std": std,
+            "vs SFT": mean["PDMS"] / sft_score}
+
+
+def ordering(means: list[tuple[str, float, float]]) -> tuple[float, list[dict]]:
+    """(pooled seed std, steps) for (name, mean PDMS, PDMS sample std over seeds) in the expected order. The pooled
+    std is the root mean of the variances of the entries with a seed spread (same seed count each; a single
+    policy such as SFT has none, its std NaN). A step holds when the later mean exceeds the earlier by more than
+    the pooled std."""
+    variances = [std * std for _, _, std in means if np.isfinite(std)]
+    pooled = float(np.sqrt(np.mean(variances))) if variances else float("nan")
+    steps = [{"step": f"{a} < {b}", "difference": mean_b - mean_a, "pooled std": pooled,
+              "holds": bool(mean_b - mean_a > pooled)}
+             for (a, mean_a, _), (b, mean_b, _) in zip(means, means[1:])]
+    return pooled, steps
 
 
 def _row(name: str, results: dict, sft_score: Optional[float] = None) -> dict:
@@ -118,34 +194,110 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _by_family(results: dict, families) -> dict[str, dict]:
+    """PDMS, at-fault collision rate and scene count of each of `families` in one evaluation (v1)."""
+    by = results["v1"]["by_family"]
+    return {f: {"PDMS": by[f]["score"], "collisions": by[f]["at_fault_collision_rate"], "scenes": by[f]["num_scenes"]}
+            for f in families if f in by}
+
+
+def _sft_on_expert_plans(cfg: TrainConfig, paths: PipelinePaths, out: Path) -> Path:
+    """Both SFT stages again on the same scenes with the expert's plans as targets (`sft.target: expert`, the
+    perfect-expert logs); the flow expert's policy directory."""
+    from rl.sft import run_sft
+
+    common = {"data.train": str(paths.split("train")), "policy.codebook.path": str(paths.codebook), "sft.target": "expert"}
+    if not _done(out / "sft_vlm" / "policy"):
+        run_sft(_with(cfg, **common, **{"sft.stage": "vlm", "sft.out_dir": str(out / "sft_vlm"), "sft.init": None,
+                                        "sft.steps": cfg.pipeline.vlm_steps}))
+    if not _done(out / "sft_expert" / "policy"):
+        run_sft(_with(cfg, **common, **{"sft.stage": "expert", "sft.out_dir": str(out / "sft_expert"),
+                                        "sft.init": str(out / "sft_vlm" / "policy"), "sft.steps": cfg.pipeline.expert_steps}))
+    return out / "sft_expert" / "policy"
+
+
+def _headline(cfg, paths, out, seeds, sft, rows, extra) -> None:
+    from rl.evaluate import NEGATIVE_PRONE_FAMILIES
+
+    sft_score = sft["v1"]["average"]["score"]
+    runs, evals, shaping = [], [], []
+    for seed in seeds:
+        grpo_dir = _grpo_variant(cfg, paths, out / f"seed_{seed}", seed=seed)
+        evals.append(_evaluate(paths, _final_policy(grpo_dir), out / f"seed_{seed}" / "eval", "expert"))
+        shaping.append(shaping_metrics(grpo_dir / "metrics.jsonl"))
+        runs.append({**_row(f"GRPO seed {seed}", evals[-1], sft_score), **shaping[-1]})
+    rows.extend(runs)
+    rows.append(_mean_row("GRPO", runs, sft_score))
+    perfect = _finished_evaluation(paths.root / "ablations" / "imitation" / "eval")  # when the imitation study has run
+    if perfect is not None:
+        rows.append(_row("SFT on the expert's plans (perfect-expert logs)", perfect, sft_score))
+    families = {}
+    for f, before in _by_family(sft, NEGATIVE_PRONE_FAMILIES).items():
+        after = [_by_family(e, [f])[f] for e in evals]
+        mean_after = float(np.mean([a["collisions"] for a in after]))
+        families[f] = {"scenes": before["scenes"], "SFT PDMS": before["PDMS"],
+                       "GRPO PDMS": float(np.mean([a["PDMS"] for a in after])), "SFT collisions": before["collisions"],
+                       "GRPO collisions": mean_after, "no worse": bool(mean_after <= before["collisions"] + 1e-9)}
+    extra["negative_prone_families"] = families
+
+
+def _sample_types(cfg, paths, out, seeds, sft, rows, extra) -> None:
+    sft_score = sft["v1"]["average"]["score"]
+    means = [("SFT", sft_score, float("nan"))]
+    for name, mix in SAMPLE_TYPE_MIXES.items():
+        runs = []
+        for seed in seeds:
+            folder = out / name.replace("+", "_") / f"seed_{seed}"
+            grpo_dir = _grpo_variant(cfg, paths, folder, seed=seed, **{"grpo.schedule.mix": mix})
+            result = _evaluate(paths, _final_policy(grpo_dir), folder / "eval", "expert")
+            runs.append({**_row(f"GRPO {name} seed {seed}", result, sft_score), **shaping_metrics(grpo_dir / "metrics.jsonl")})
+        rows.extend(runs)
+        rows.append(_mean_row(f"GRPO {name}", runs, sft_score))
+        means.append((name, rows[-1]["PDMS"], rows[-1]["PDMS std"]))
+    extra["pooled_std"], extra["ordering"] = ordering(means)
+
+
+def _imitation(cfg, paths, out, sft, rows, extra) -> None:
+    if cfg.sft.target != "log":
+        raise ConfigError(f"the imitation study compares SFT on logs with SFT on the expert's plans: the demo's "
+                          f"sft.target is {cfg.sft.target!r} (run it with sft.target=log and pipeline.human_logs=true)")
+    sft_score = sft["v1"]["average"]["score"]
+    perfect = _evaluate(paths, _sft_on_expert_plans(cfg, paths, out), out / "eval", "expert")
+    rows.append(_row("SFT on the expert's plans (perfect-expert logs)", perfect, sft_score))
+    logged = logged_mistake_rates(paths.split("train"))
+    human_by, perfect_by = sft["v1"]["by_family"], perfect["v1"]["by_family"]
+    extra["families"] = {
+        f: {**logged.get(f, {}), "test scenes": human_by[f]["num_scenes"], "PDMS logs": human_by[f]["score"],
+            "PDMS expert": perfect_by[f]["score"], "collisions logs": human_by[f]["at_fault_collision_rate"],
+            "collisions expert": perfect_by[f]["at_fault_collision_rate"]}
+        for f in sorted(human_by) if f in perfect_by}
+
+
 def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> str:
+    """Run (or reuse) one study's variants on a finished demo run; writes <run>/ablations/<study>.md and .json
+    ({"study", "sft_target", "seeds", "rows", and the study's own tables}) and returns the markdown."""
     paths = PipelinePaths(run_dir)
     if not _done(paths.sft_expert / "policy"):
         raise FileNotFoundError(f"{run_dir}: no finished SFT policy (run `python -m rl.demo --out {run_dir}` first)")
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; expected one of {STUDIES}")
     out = run_dir / "ablations" / study
     sft = _evaluate(paths, paths.sft_expert / "policy", run_dir / "ablations" / "sft_expert", "expert")
     sft_score = sft["v1"]["average"]["score"]
-    rows = [_row("SFT (expert)", sft)]
+    rows = [_row(f"SFT (sft.target {cfg.sft.target})", sft)]
+    extra: dict = {}
     if study == "headline":
-        for seed in seeds:
-            policy = _grpo_variant(cfg, paths, out / f"seed_{seed}", seed=seed)
-            rows.append(_row(f"GRPO seed {seed}", _evaluate(paths, policy, out / f"seed_{seed}" / "eval", "expert"),
-                             sft_score))
-        runs = rows[1:]
-        mean = {k: float(np.mean([r[k] for r in runs])) for k in ("PDMS", "EPDMS", "collisions cut-in/lead/red")}
-        rows.append({"variant": f"GRPO mean +- std ({len(seeds)} seeds)", **mean,
-                     "PDMS std": float(np.std([r["PDMS"] for r in runs], ddof=1)) if len(runs) > 1 else float("nan"), "vs SFT": mean["PDMS"] / sft_score})
+        _headline(cfg, paths, out, seeds, sft, rows, extra)
     elif study == "sample_types":
-        for name, mix in (("pos", {"pos": 1.0}), ("pos+neg", {"pos": 0.57, "neg": 0.43}),
-                          ("pos+neg+rec", {"pos": 0.5, "neg": 0.375, "rec": 0.125})):
-            policy = _grpo_variant(cfg, paths, out / name.replace("+", "_"), **{"grpo.schedule.mix": mix})
-            rows.append(_row(f"GRPO {name}", _evaluate(paths, policy, out / name.replace("+", "_") / "eval", "expert"), sft_score))
+        _sample_types(cfg, paths, out, seeds, sft, rows, extra)
+    elif study == "imitation":
+        _imitation(cfg, paths, out, sft, rows, extra)
     elif study == "train_target":
         sft_tokens = _evaluate(paths, paths.sft_expert / "policy", run_dir / "ablations" / "sft_tokens", "tokens")
         rows.append(_row("SFT (tokens)", sft_tokens))
         for target, source in (("expert", "expert"), ("vlm", "tokens"), ("joint", "expert")):
-            policy = _grpo_variant(cfg, paths, out / target, **{"grpo.train_target": target, "rollout.action_source": source})
-            result = _evaluate(paths, policy, out / target / "eval", source)
+            grpo_dir = _grpo_variant(cfg, paths, out / target, **{"grpo.train_target": target, "rollout.action_source": source})
+            result = _evaluate(paths, _final_policy(grpo_dir), out / target / "eval", source)
             base = sft_tokens if source == "tokens" else sft
             rows.append(_row(f"GRPO {target} (trajectories from {source})", result, base["v1"]["average"]["score"]))
     elif study == "bridge":
@@ -163,13 +315,19 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
                                           "sft.out_dir": str(folder), "sft.steps": cfg.pipeline.expert_steps,
                                           **changes}))
             rows.append(_row(name, _evaluate(paths, policy_dir, folder / "eval", "expert"), sft_score))
-    else:
-        raise ValueError(f"unknown study {study!r}; expected one of {STUDIES}")
     out.mkdir(parents=True, exist_ok=True)
-    table = _table(rows)
-    (run_dir / "ablations" / f"{study}.md").write_text(f"# {study}\n\n{table}\n")
-    (run_dir / "ablations" / f"{study}.json").write_text(json.dumps(rows, indent=1))
-    return table
+    text = _table(rows)
+    for key, table in extra.items():
+        if isinstance(table, dict):
+            text += f"\n\n## {key}\n\n" + _table([{"family": name, **values} for name, values in table.items()])
+        elif isinstance(table, list):
+            text += f"\n\n## {key}\n\n" + _table(table)
+        else:
+            text += f"\n\n{key}: {table:.4f}"
+    payload = {"study": study, "sft_target": cfg.sft.target, "seeds": seeds, "rows": rows, **extra}
+    (run_dir / "ablations" / f"{study}.md").write_text(f"# {study}\n\n{text}\n")
+    (run_dir / "ablations" / f"{study}.json").write_text(json.dumps(payload, indent=1))
+    return text
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -253,6 +253,9 @@ class PipelineConfig:
     # every scene carries the drive a human logged and negatives are those logs; with sft.target=log SFT imitates
     # the logs, mistakes included. Off: the perfect-expert world (the imitation ceiling).
     human_logs: bool = False
+    # With human_logs: the share of positive scenes whose log is the family's mistake, and per-family overrides.
+    mistake_rate: float = 0.3
+    family_mistake_rates: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,6 +278,21 @@ class TrainConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def _validate_human_logs(self) -> None:
+        p = self.pipeline
+        from sim.scenarios.human import HumanLogs  # numpy only; the families' names come from the same package
+
+        try:
+            HumanLogs(mistake_rate=p.mistake_rate, family_rates=dict(p.family_mistake_rates))
+        except ValueError as err:
+            raise ConfigError(f"pipeline.mistake_rate / pipeline.family_mistake_rates: {err}") from None
+        from sim.scenarios import FAMILIES
+
+        unknown = sorted(set(p.family_mistake_rates) - set(p.families or FAMILIES))
+        if unknown:
+            raise ConfigError(f"pipeline.family_mistake_rates names {unknown}: not among the generated families "
+                              f"({', '.join(p.families or FAMILIES)})")
 
     def _validate_spanning_rules(self) -> None:
         """Rules between keys (no file is read; `rl.input_checks` checks what the keys point to)."""
@@ -339,6 +357,7 @@ class TrainConfig:
         for key, version in (("eval.version", self.eval.version), ("pipeline.eval_version", self.pipeline.eval_version)):
             if version not in VERSIONS:
                 raise ConfigError(f"{key}={version!r}: expected one of {VERSIONS}")
+        self._validate_human_logs()
         if not self.scorer.rewards:
             raise ConfigError("scorer.rewards is empty: configure at least the driving reward (e.g. pdms)")
         self._validate_spanning_rules()

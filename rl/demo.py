@@ -60,7 +60,8 @@ def stage_data(cfg: TrainConfig, paths: PipelinePaths) -> None:
         return
     options = GeneratorOptions(tuple(p.families or FAMILIES), p.neg_share, p.rec_share,
                                CameraConfig(height=p.image_height, width=p.image_width),
-                               human_logs=HumanLogs() if p.human_logs else None)
+                               human_logs=HumanLogs(mistake_rate=p.mistake_rate, family_rates=dict(p.family_mistake_rates))
+                               if p.human_logs else None)
     splits = {"train": p.train_scenes, "val": p.val_scenes, "test": p.test_scenes}
     # resume: a demo stopped while generating continues its splits (and refuses other options than it had)
     generate_splits(paths.data, splits, cfg.seed, options, workers=p.generate_workers, resume=True)
@@ -157,6 +158,7 @@ def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
     sft_policy = str(paths.sft_expert / "policy")
     planners = {
         "ground_truth": {"baseline": "ground_truth"},
+        "human_log": {"baseline": "human_log"},  # what SFT imitates (sft.target: log): the logs, mistakes included
         "constant_velocity": {"baseline": "constant_velocity"},
         "sft_tokens": {"checkpoint": sft_policy, "action_source": "tokens"},
         "sft_expert": {"checkpoint": sft_policy, "action_source": "expert"},

@@ -1,7 +1,7 @@
 """Score a saved policy (or a baseline) with NAVSIM's PDMS / EPDMS on a dataset or a folder of scene JSON files.
 
     python -m rl.evaluate --checkpoint DIR --scenes DIR [--version v1|v2] [--out DIR]
-    python -m rl.evaluate --baseline constant_velocity|ground_truth --scenes DIR [...]
+    python -m rl.evaluate --baseline constant_velocity|ground_truth|human_log --scenes DIR [...]
 
 `--scenes`: a dataset written by `python -m sim.generate` (any seed; e.g. runs/demo/data/test), one of its shard
 files, a folder of scene JSON files (`../shared/spec/scene_json.md`) or one such file. Writes to --out:
@@ -37,7 +37,7 @@ from sim.scene import Scene
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("constant_velocity", "ground_truth")
+BASELINES = ("constant_velocity", "ground_truth", "human_log")
 # Long names accepted on the command line for the dataset's sample types.
 SAMPLE_TYPE_ALIASES = {"positive": "pos", "negative": "neg", "recovery": "rec"}
 
@@ -135,6 +135,20 @@ def ground_truth_plan(scene: Scene, horizon: int = 8, interval_s: float = 0.5) -
     return resample_poses(np.asarray(scene.future, dtype=np.float64), 0.5, horizon, interval_s)
 
 
+def human_log_plan(scene: Scene, horizon: int = 8, interval_s: float = 0.5) -> np.ndarray:
+    """The drive the scene's log holds (`human_trajectory`, 0.5 s apart) on the plan's grid: NAVSIM's human agent.
+    In the synthetic world with human logs, a logged mistake where the human made one."""
+    if scene.human_trajectory is None:
+        raise ValueError(f"scene {scene.token!r} has no logged drive (human_trajectory)")
+    from rl.policy.trajectory import resample_poses
+
+    return resample_poses(np.asarray(scene.human_trajectory, dtype=np.float64), 0.5, horizon, interval_s)
+
+
+BASELINE_PLANS = {"constant_velocity": constant_velocity_plan, "ground_truth": ground_truth_plan,
+                  "human_log": human_log_plan}
+
+
 @dataclass
 class Planner:
     """Plans for a batch of scenes: the policy (expert or action tokens) or a baseline."""
@@ -151,7 +165,7 @@ class Planner:
             if missing:
                 raise ValueError(f"scenes {missing[:3]} have no camera images: the policy needs them (baselines do not)")
             return self.policy.plan(scenes, action_source=self.action_source).trajectories
-        make = constant_velocity_plan if self.name == "constant_velocity" else ground_truth_plan
+        make = BASELINE_PLANS[self.name]
         return np.stack([make(s, self.horizon, self.interval_s) for s in scenes])
 
 

@@ -69,6 +69,10 @@ class GeneratorOptions:
                              "and sum to at most 1")
         if self.shard_size < 1:
             raise ValueError(f"generator options: shard_size {self.shard_size} must be >= 1")
+        unknown = sorted(set(self.human_logs.family_rates) - set(self.families)) if self.human_logs else []
+        if unknown:
+            raise ValueError(f"generator options: human logs family_rates name {unknown}, not among the families "
+                             f"generated ({', '.join(self.families)})")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -351,6 +355,22 @@ def parse_splits(text: str) -> dict[str, int]:
     return splits
 
 
+def parse_family_rates(text: str) -> dict[str, float]:
+    """'curve=0.5,cut_in=0.1' -> {'curve': 0.5, 'cut_in': 0.1}; each family once, each rate in [0, 1]."""
+    rates: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, rate = (x.strip() for x in part.partition("="))
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"{part!r} is not FAMILY=RATE (e.g. curve=0.5,cut_in=0.1)")
+        if name in rates:
+            raise argparse.ArgumentTypeError(f"family {name!r} is given twice")
+        try:
+            rates[name] = _share(rate)
+        except argparse.ArgumentTypeError as err:
+            raise argparse.ArgumentTypeError(f"family {name!r}: {err}") from None
+    return rates
+
+
 def _split_name(text: str) -> str:
     if not SPLIT_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a split name (letters, digits, '_', '-', '.'; e.g. train)")
@@ -399,7 +419,8 @@ def _positive_float(text: str) -> float:
 def human_logs_option(args: argparse.Namespace) -> Optional[HumanLogs]:
     """`HumanLogs` from --human-logs and its options (None without it); ValueError naming an option given
     without --human-logs."""
-    given = {key: getattr(args, key) for key in ("mistake_rate", "severity_a", "severity_b") if getattr(args, key) is not None}
+    given = {key: getattr(args, key) for key in ("mistake_rate", "severity_a", "severity_b", "family_rates")
+             if getattr(args, key) is not None}
     if not args.human_logs:
         if given:
             flags = ", ".join("--" + key.replace("_", "-") for key in given)
@@ -431,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"with --human-logs: Beta(a, b) of a mistake's severity in [0, 1], a (default {human.severity_a})")
     p.add_argument("--severity-b", type=_positive_float, default=None,
                    help=f"with --human-logs: ... and b (default {human.severity_b}; mean severity a / (a + b))")
+    p.add_argument("--family-rates", type=parse_family_rates, default=None,
+                   help="with --human-logs: FAMILY=RATE,... a family's own mistake rate (default: --mistake-rate for all)")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--resume", action="store_true",

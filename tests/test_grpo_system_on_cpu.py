@@ -25,7 +25,7 @@ def overrides(assets, out_dir: Path, **extra) -> list[str]:
         "policy_init": assets["policy"], "data.train": assets["train"], "data.val": assets["val"],
         "policy.codebook.path": assets["codebook"],
         "grpo.steps": 2, "grpo.groups_per_step": 4, "grpo.group_size": 4, "grpo.schedule.warmup_steps": 0,
-        "grpo.lr": 1e-3, "grpo.micro_batch_size": 8,
+        "grpo.lr": 1e-3, "grpo.micro_batch_size": 8, "grpo.max_staleness": 0,  # the synchronous loop
         "logging.out_dir": out_dir, "logging.wandb": False, "logging.picture_every": 0,
         "eval.every": 0, "checkpoint.every": 1, "checkpoint.keep_last": 5,
     }

@@ -49,6 +49,32 @@ def test_at_rate_zero_the_log_is_the_expert_plan_and_the_scene_is_unchanged():
             assert json.dumps(scene_to_json(with_logs)) == json.dumps(scene_to_json(without))
 
 
+def test_a_family_rate_overrides_the_mistake_rate_for_that_family_only():
+    only_curve = HumanLogs(mistake_rate=0.0, family_rates={"curve": 1.0})
+    assert only_curve.rate("curve") == 1.0 and only_curve.rate("lane_follow") == 0.0
+    assert only_curve.to_json() == {"mistake_rate": 0.0, "severity_a": 1.5, "severity_b": 4.0, "family_rates": {"curve": 1.0}}
+    assert "family_rates" not in HumanLogs().to_json()  # datasets without per-family rates record what they did before
+    for seed in (0, 1, 2):
+        assert logged_drive("curve", seed, only_curve).kind in family("curve").negative_kinds
+        assert logged_drive("lane_follow", seed, only_curve).kind is None
+        # same severity draw as with the global rate: a family's rate decides only whether a mistake is logged
+        assert logged_drive("curve", seed, only_curve).severity == logged_drive("curve", seed, HumanLogs(mistake_rate=1.0)).severity
+    with pytest.raises(ValueError, match=r"family_rates\['curve'\] 1.5"):
+        HumanLogs(family_rates={"curve": 1.5})
+    with pytest.raises(ValueError, match=r"family_rates name \['curvy'\]"):
+        GeneratorOptions(("curve",), human_logs=HumanLogs(family_rates={"curvy": 0.5}))
+
+
+def test_the_human_log_baseline_plans_the_logged_drive_mistake_included():
+    from rl.evaluate import Planner, ground_truth_plan
+
+    scene = make_scene("lead_braking", 0, "pos", human=HumanLogs(mistake_rate=1.0))
+    plans = Planner("human_log")([scene])
+    assert plans.shape == (1, PLAN, 3)
+    assert np.allclose(plans[0], scene.human_trajectory, atol=1e-9)
+    assert ade(plans[0], ground_truth_plan(scene)) > 0.05  # the logged mistake, not the expert's plan
+
+
 def test_severity_zero_is_the_expert_plan_and_severity_one_the_gross_negative():
     logs = HumanLogs()
     for name in WITH_NEGATIVES:
@@ -196,7 +222,7 @@ def test_the_demo_generates_human_logs_when_its_pipeline_asks_for_them(tmp_path)
     from rl.demo import PipelinePaths, stage_data
     from sim.dataset import read_manifest
 
-    overrides = ["pipeline.human_logs=true", "pipeline.train_scenes=4", "pipeline.val_scenes=1",
+    overrides = ["pipeline.human_logs=true", "pipeline.family_mistake_rates={lead_braking: 0.5}", "pipeline.train_scenes=4", "pipeline.val_scenes=1",
                  "pipeline.test_scenes=1", "pipeline.families=[lane_follow,lead_braking]", "pipeline.generate_workers=1",
                  "pipeline.image_height=16", "pipeline.image_width=32"]
     paths = PipelinePaths(tmp_path / "run")
@@ -204,4 +230,35 @@ def test_the_demo_generates_human_logs_when_its_pipeline_asks_for_them(tmp_path)
     manifest = read_manifest(paths.split("train"))
     default = HumanLogs()
     assert manifest["generator"]["human_logs"] == {"mistake_rate": default.mistake_rate,
-                                                   "severity_a": default.severity_a, "severity_b": default.severity_b}
+                                                   "severity_a": default.severity_a, "severity_b": default.severity_b,
+                                                   "family_rates": {"lead_braking": 0.5}}
+
+
+def test_the_log_quality_sweep_scores_the_expert_at_rate_zero_and_the_mistakes_at_rate_one():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from rewards.pdm.scorer import PDMScorer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "human_logs.py"
+    spec = importlib.util.spec_from_file_location("benchmark_human_logs", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+
+    seeds = range(4)
+    table = bench.log_quality(["lead_braking"], seeds, HumanLogs(), [0.0, 0.3, 1.0])
+    scorer = PDMScorer("v1")
+    expert, mistakes = [], []
+    for seed in seeds:
+        scene = make_scene("lead_braking", seed)
+        logged = make_scene("lead_braking", seed, "pos", human=HumanLogs(mistake_rate=1.0))
+        results = scorer.score(scorer.prepare(scene), np.stack([scene.future[:PLAN], logged.human_trajectory]))
+        expert.append(results[0]["PDMS"])
+        mistakes.append(results[1]["PDMS"])
+    row = table["lead_braking"]
+    assert row["0.0"]["pdms"] == pytest.approx(np.mean(expert))
+    assert row["1.0"]["pdms"] == pytest.approx(np.mean(mistakes))
+    assert table["overall"]["0.3"] == row["0.3"]  # one family: the pooled row is its own
+    assert "| lead_braking |" in bench.render_log_quality(table)

@@ -24,7 +24,7 @@ def smoke_run(ray_cluster, tmp_path_factory):
 @pytest.mark.ray
 def test_the_pipeline_writes_a_report_with_every_planner_and_both_versions(smoke_run):
     out, results = smoke_run
-    assert set(results) == {"ground_truth", "constant_velocity", "sft_tokens", "sft_expert", "grpo_expert"}
+    assert set(results) == {"ground_truth", "human_log", "constant_velocity", "sft_tokens", "sft_expert", "grpo_expert"}
     for name, by_version in results.items():
         for version in ("v1", "v2"):
             average = by_version[version]["average"]
@@ -107,13 +107,66 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
     out, results = smoke_run
     cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
     run_study("headline", cfg, out, seeds=[0, 1])
-    rows = {r["variant"]: r for r in json.loads((out / "ablations" / "headline.json").read_text())}
-    assert rows["SFT (expert)"]["PDMS"] == pytest.approx(results["sft_expert"]["v1"]["average"]["score"])
+    payload = json.loads((out / "ablations" / "headline.json").read_text())
+    assert payload["study"] == "headline" and payload["sft_target"] == "log" and payload["seeds"] == [0, 1]
+    rows = {r["variant"]: r for r in payload["rows"]}
+    assert rows["SFT (sft.target log)"]["PDMS"] == pytest.approx(results["sft_expert"]["v1"]["average"]["score"])
     # seed 0 is the demo's own GRPO run (same config): reused, not trained again
     assert rows["GRPO seed 0"]["PDMS"] == pytest.approx(results["grpo_expert"]["v1"]["average"]["score"])
     assert not (out / "ablations" / "headline" / "seed_0" / "grpo").exists()
     assert (out / "ablations" / "headline" / "seed_1" / "grpo" / "ckpt" / "latest").read_text().strip() == "step_2"
     mean = rows["GRPO mean +- std (2 seeds)"]
     assert mean["PDMS"] == pytest.approx((rows["GRPO seed 0"]["PDMS"] + rows["GRPO seed 1"]["PDMS"]) / 2)
+    assert mean["PDMS std"] == pytest.approx(abs(rows["GRPO seed 0"]["PDMS"] - rows["GRPO seed 1"]["PDMS"]) / 2 ** 0.5)
     assert 0.0 <= rows["GRPO seed 1"]["collisions cut-in/lead/red"] <= 1.0
+    # the shaping terms at the start of GRPO come from the run's own metrics
+    first = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    inside = [m["reward/negative_l2/inside_share"] for m in first if "reward/negative_l2/inside_share" in m]
+    if inside:
+        assert rows["GRPO seed 0"]["neg inside start"] == pytest.approx(sum(inside[:5]) / len(inside[:5]))
+    for family, values in payload["negative_prone_families"].items():
+        assert values["no worse"] == (values["GRPO collisions"] <= values["SFT collisions"] + 1e-9), family
     assert "| GRPO seed 1 |" in (out / "ablations" / "headline.md").read_text()
+
+
+@pytest.mark.ray
+def test_the_sample_types_study_trains_each_mix_and_reuses_the_demo_run_for_the_default_mix(smoke_run):
+    from rl.ablations import run_study
+
+    out, results = smoke_run
+    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
+    run_study("sample_types", cfg, out, seeds=[0])
+    payload = json.loads((out / "ablations" / "sample_types.json").read_text())
+    rows = {r["variant"]: r for r in payload["rows"]}
+    # pos+neg+rec is the config's default mix: seed 0 of it is the demo's own run
+    assert rows["GRPO pos+neg+rec seed 0"]["PDMS"] == pytest.approx(results["grpo_expert"]["v1"]["average"]["score"])
+    assert not (out / "ablations" / "sample_types" / "pos_neg_rec" / "seed_0" / "grpo").exists()
+    for mix in ("pos", "pos_neg"):
+        assert (out / "ablations" / "sample_types" / mix / "seed_0" / "grpo" / "ckpt" / "latest").read_text().strip() == "step_2"
+    # positives only: no negative or recovery group, so no shaping term is ever logged
+    assert rows["GRPO pos seed 0"]["neg inside start"] != rows["GRPO pos seed 0"]["neg inside start"]  # NaN
+    steps = [s["step"] for s in payload["ordering"]]
+    assert steps == ["SFT < pos", "pos < pos+neg", "pos+neg < pos+neg+rec"]
+    first = payload["ordering"][0]
+    assert first["difference"] == pytest.approx(rows["GRPO pos mean +- std (1 seeds)"]["PDMS"] - rows["SFT (sft.target log)"]["PDMS"])
+
+
+@pytest.mark.ray
+def test_the_imitation_study_sets_sft_on_logs_beside_sft_on_the_experts_plans(smoke_run):
+    from rl.ablations import logged_mistake_rates, run_study
+
+    out, results = smoke_run
+    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
+    run_study("imitation", cfg, out, seeds=[0])
+    payload = json.loads((out / "ablations" / "imitation.json").read_text())
+    rows = {r["variant"]: r for r in payload["rows"]}
+    perfect = json.loads((out / "ablations" / "imitation" / "eval" / "v1" / "summary.json").read_text())
+    assert rows["SFT on the expert's plans (perfect-expert logs)"]["PDMS"] == pytest.approx(perfect["average"]["score"])
+    assert (out / "ablations" / "imitation" / "sft_expert" / "policy" / "manifest.json").is_file()
+    logged = logged_mistake_rates(out / "data" / "train")
+    for family, values in payload["families"].items():
+        assert values["logged mistake rate"] == pytest.approx(logged[family]["logged mistake rate"])
+        assert values["PDMS logs"] == pytest.approx(results["sft_expert"]["v1"]["by_family"][family]["score"])
+        assert values["PDMS expert"] == pytest.approx(perfect["by_family"][family]["score"])
+    with pytest.raises(ConfigError, match="sft.target is 'expert'"):
+        run_study("imitation", load_config(TrainConfig, "configs/tiny_smoke.yaml", ["sft.target=expert"]), out, seeds=[0])

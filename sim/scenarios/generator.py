@@ -111,7 +111,7 @@ def generate(family_name: str, seed: int, sample_type: str = "pos", kind: Option
         return scene
     if sample_type == "neg":
         if human is not None and severity is None:
-            _, severity = draw(human, stream(family_name, seed, "human"))
+            _, severity = draw(human, stream(family_name, seed, "human"), family_name)
         return _negative_scene(fam, scenario, plan, token, seed, kind, severity)
     return _recovery_scene(fam, scenario, plan, drivable, token, seed, kind)
 

@@ -8,7 +8,7 @@ human logs off it is the expert's plan (`Scene.future[:8]`), as before.
 
 What the human logged:
 
-  pos  with probability `mistake_rate`, the family's typical mistake (one of its negative kinds) at a
+  pos  with probability `mistake_rate` (or the family's entry in `family_rates`), the family's typical mistake (one of its negative kinds) at a
        severity s ~ Beta(severity_a, severity_b); otherwise (or when the scene offers none of its mistakes)
        the expert's plan;
   neg  always its mistake at a drawn severity: that logged mistake is the scene's `negative_trajectory`
@@ -33,8 +33,8 @@ Trade-off: a subtle negative lies close to the expert's plan, so a closeness pen
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -49,23 +49,34 @@ class HumanLogs:
     """Options of the logged human driver (see the module docstring).
 
     mistake_rate: probability that a positive scene's log is a mistake, in [0, 1].
-    severity_a, severity_b: the Beta distribution of a mistake's severity (both > 0)."""
+    severity_a, severity_b: the Beta distribution of a mistake's severity (both > 0).
+    family_rates: family name -> its own mistake rate in [0, 1], replacing `mistake_rate` for that family
+        (names are checked against the families when a scene is generated)."""
 
     mistake_rate: float = 0.3
     severity_a: float = 1.5
     severity_b: float = 4.0
+    family_rates: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
-        rate = self.mistake_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"human logs: mistake_rate {rate!r} must be a number in [0, 1]")
+        for name, rate in (("mistake_rate", self.mistake_rate),
+                           *((f"family_rates[{family!r}]", r) for family, r in dict(self.family_rates).items())):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+                raise ValueError(f"human logs: {name} {rate!r} must be a number in [0, 1]")
         for name in ("severity_a", "severity_b"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0.0):
                 raise ValueError(f"human logs: {name} {value!r} must be a finite number > 0 (a Beta distribution parameter)")
 
+    def rate(self, family: str) -> float:
+        """The probability that a positive scene of `family` logs a mistake."""
+        return float(self.family_rates.get(family, self.mistake_rate))
+
     def to_json(self) -> dict[str, Any]:
-        return {key: float(value) for key, value in asdict(self).items()}
+        out: dict[str, Any] = {key: float(getattr(self, key)) for key in ("mistake_rate", "severity_a", "severity_b")}
+        if self.family_rates:  # absent when empty: datasets written before per-family rates read the same
+            out["family_rates"] = {family: float(r) for family, r in sorted(dict(self.family_rates).items())}
+        return out
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,10 @@ class LoggedDrive:
     severity: Optional[float] = None
 
 
-def draw(logs: HumanLogs, rng: np.random.Generator) -> tuple[bool, float]:
-    """(is the log of a positive scene a mistake, the severity of a mistake): always two draws, in this order."""
-    mistake = bool(rng.random() < logs.mistake_rate)
+def draw(logs: HumanLogs, rng: np.random.Generator, family: str) -> tuple[bool, float]:
+    """(is the log of a positive scene of `family` a mistake, the severity of a mistake): always two draws, in
+    this order (so a family's rate changes which scenes log a mistake, never a severity or a layout)."""
+    mistake = bool(rng.random() < logs.rate(family))
     return mistake, float(rng.beta(logs.severity_a, logs.severity_b))
 
 
@@ -99,9 +111,9 @@ def graded_mistake(fam, scenario, plan: Plan, rng: np.random.Generator, severity
 
 
 def positive_log(fam, scenario, plan: Plan, logs: HumanLogs, rng: np.random.Generator) -> LoggedDrive:
-    """The log of a positive scene: a mistake with probability `logs.mistake_rate` (kind order and knobs
+    """The log of a positive scene: a mistake with probability `logs.rate(fam.name)` (kind order and knobs
     from `rng`, after the two `draw`s), else the expert's plan."""
-    mistake, severity = draw(logs, rng)
+    mistake, severity = draw(logs, rng, fam.name)
     if mistake and fam.negative_kinds:
         kinds = [fam.negative_kinds[i] for i in rng.permutation(len(fam.negative_kinds))]
         logged = graded_mistake(fam, scenario, plan, rng, severity, kinds)

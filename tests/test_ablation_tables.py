@@ -1,0 +1,48 @@
+"""The ablation studies' pure parts: the ordering check against the pooled seed std, the shaping metrics read
+from a GRPO run, and the per-family share of logged mistakes in a split."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rl.ablations import logged_mistake_rates, ordering, shaping_metrics
+from sim.generate import GeneratorOptions, generate_dataset
+from sim.scenarios.human import HumanLogs
+
+
+def test_ordering_holds_only_where_a_step_exceeds_the_pooled_seed_std():
+    pooled, steps = ordering([("SFT", 0.70, float("nan")), ("pos", 0.75, 0.03), ("pos+neg", 0.76, 0.04),
+                              ("pos+neg+rec", 0.80, 0.0)])
+    assert pooled == pytest.approx(math.sqrt((0.03 ** 2 + 0.04 ** 2 + 0.0) / 3))  # SFT, one policy, has no spread
+    assert [s["step"] for s in steps] == ["SFT < pos", "pos < pos+neg", "pos+neg < pos+neg+rec"]
+    assert [s["difference"] for s in steps] == pytest.approx([0.05, 0.01, 0.04])
+    assert [s["holds"] for s in steps] == [True, False, True]
+    assert ordering([("SFT", 0.7, float("nan")), ("pos", 0.6, float("nan"))])[1][0]["holds"] is False
+
+
+def test_shaping_metrics_average_the_first_and_last_steps_that_log_each_term(tmp_path):
+    steps = [{"step": i, "reward/negative_l2/inside_share": i / 10, "reward/negative_l2": -0.1 * i} for i in range(1, 13)]
+    steps.insert(3, {"step": 99})  # a step without negative groups logs no negative term
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in steps) + "\n")
+    out = shaping_metrics(tmp_path / "metrics.jsonl", window=5)
+    assert out["neg inside start"] == pytest.approx(0.3)  # steps 1..5
+    assert out["neg inside end"] == pytest.approx(1.0)    # steps 8..12
+    assert out["neg term end"] == pytest.approx(-1.0)
+    assert math.isnan(out["rec inside start"]) and math.isnan(out["rec term end"])
+    assert math.isnan(shaping_metrics(tmp_path / "missing.jsonl")["neg inside start"])
+
+
+def test_logged_mistake_rates_count_the_positive_scenes_whose_log_is_not_the_plan(tmp_path):
+    logs = HumanLogs(mistake_rate=0.0, family_rates={"lead_braking": 1.0})
+    options = GeneratorOptions(("lane_follow", "lead_braking"), neg_share=0.0, rec_share=0.0, camera=None, human_logs=logs)
+    generate_dataset(tmp_path / "with", 12, 3, options, progress=False)
+    rates = logged_mistake_rates(tmp_path / "with")
+    assert rates["lane_follow"]["logged mistake rate"] == 0.0
+    assert rates["lead_braking"]["logged mistake rate"] >= 0.5  # rate 1, less the seeds that offer no mistake
+    assert rates["lane_follow"]["positive scenes"] + rates["lead_braking"]["positive scenes"] == 12
+    without = GeneratorOptions(("lane_follow",), neg_share=0.0, rec_share=0.0, camera=None)
+    generate_dataset(tmp_path / "without", 4, 3, without, progress=False)
+    # without human logs every scene logs the expert's plan
+    assert logged_mistake_rates(tmp_path / "without") == {"lane_follow": {"positive scenes": 4, "logged mistake rate": 0.0}}
