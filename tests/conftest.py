@@ -1,7 +1,10 @@
 """Session-wide fixtures: one local Ray for every Ray test, and a tiny dataset + policy for the GRPO system."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,23 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """A loader of `benchmarks/<name>.py` as the module `benchmark_<name>` (benchmarks/ is not a package)."""
+
+    def load(name: str):
+        module_name = f"benchmark_{name}"
+        if module_name not in sys.modules:
+            path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[module_name]
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -4,18 +4,15 @@ LoRA-with-dropout GRPO on tokens, the latency benchmark; every check passes and 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-
-def test_gpu_check_in_cpu_mode_passes_every_check_and_writes_json(ray_cluster, tiny_grpo_assets, tmp_path, capsys):
-    import gpu_check
+def test_gpu_check_in_cpu_mode_passes_every_check_and_writes_json(ray_cluster, tiny_grpo_assets, tmp_path, capsys,
+                                                                   load_benchmark):
+    gpu_check = load_benchmark("gpu_check")
 
     out = tmp_path / "gpu_check.json"
     code = gpu_check.main(["--cpu", "--assets", str(tiny_grpo_assets["root"]), "--workdir", str(tmp_path / "work"),

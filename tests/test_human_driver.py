@@ -234,18 +234,10 @@ def test_the_demo_generates_human_logs_when_its_pipeline_asks_for_them(tmp_path)
                                                    "family_rates": {"lead_braking": 0.5}}
 
 
-def test_the_log_quality_sweep_scores_the_expert_at_rate_zero_and_the_mistakes_at_rate_one():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
+def test_the_log_quality_sweep_scores_the_expert_at_rate_zero_and_the_mistakes_at_rate_one(load_benchmark):
     from rewards.pdm.scorer import PDMScorer
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "human_logs.py"
-    spec = importlib.util.spec_from_file_location("benchmark_human_logs", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("human_logs")
 
     seeds = range(4)
     table = bench.log_quality(["lead_braking"], seeds, HumanLogs(), [0.0, 0.3, 1.0])

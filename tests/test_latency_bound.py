@@ -2,21 +2,12 @@
 ratio that prefill and decode set (pure functions of given timings; no timing is measured here)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 
 @pytest.fixture(scope="module")
-def latency():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
-    spec = importlib.util.spec_from_file_location("benchmark_latency", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def latency(load_benchmark):
+    return load_benchmark("latency")
 
 
 def test_spanvla_rows_use_one_expert_token_per_half_second(latency):
