@@ -109,16 +109,15 @@ def log_quality(families: Sequence[str], seeds: Sequence[int], logs: HumanLogs, 
         per_rate: dict[float, tuple[list, list]] = {r: ([], []) for r in rates}
         for seed in seeds:
             u = float(stream(family, seed, "human").random())  # the draw `draw` compares with the rate
-            mistake = logged_drive(family, seed, always)
-            scene = generate(family, seed, "pos")
+            # one scene: its future is the expert's plan whatever the logs; its log the mistake (or the plan
+            # when the seed offers none)
+            scene = generate(family, seed, "pos", human=always)
             expert = scene.future[: C.NAVSIM_PLAN_POSES]
-            plans = [expert]
-            if mistake.kind is not None:
-                scene_with = generate(family, seed, "pos", human=always)
-                plans.append(scene_with.human_trajectory)
+            has_mistake = not np.array_equal(scene.human_trajectory, expert)
+            plans = [expert, scene.human_trajectory] if has_mistake else [expert]
             results = scorer.score(scorer.prepare(scene), np.stack(plans))
             for r in rates:
-                chosen = results[1] if mistake.kind is not None and u < r else results[0]
+                chosen = results[1] if has_mistake and u < r else results[0]
                 for target in (per_rate[r], pooled[r]):
                     target[0].append(float(chosen["PDMS"]))
                     target[1].append(float(chosen["NC"] < 1.0))
