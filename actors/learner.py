@@ -150,8 +150,9 @@ class Learner:
     # --- update -------------------------------------------------------------------------------------------
     def update(self, shard: list[TrainingSample], normalisers: dict[str, float]) -> dict[str, float]:
         """`updates_per_step` optimizer steps over this rank's shard (each over every micro-batch); the ratio to
-        the sampling policy moves away from 1 after the first, and the clip bounds it. Returns the last pass's
-        metrics."""
+        the sampling policy moves away from 1 after the first, and the clip bounds it. Returns the loss metrics
+        averaged over every pass (e.g. the clip fraction is the share of sample steps clipped across the step's
+        updates; the first pass of an on-policy step clips nothing)."""
         import torch
 
         start = time.perf_counter()
@@ -167,8 +168,8 @@ class Learner:
             prefixes = [micro_batch_prefix(self.policy, chunk) for chunk in micro]
         prefix_s = time.perf_counter() - start
         prefix_mb = sum(p.nbytes for p in prefixes if p is not None) / 2**20
+        sums: dict[str, float] = {}
         for _ in range(self.updates_per_step):
-            sums: dict[str, float] = {}
             for chunk, prefix in zip(micro, prefixes):
                 loss, metrics = micro_batch_loss(self.policy, chunk, self.objective, normalisers, self.world_size,
                                                  self._reference, prefix=prefix)
@@ -179,7 +180,7 @@ class Learner:
             self.updates += 1
         del prefixes
         grad_norm = self.engine.get_global_grad_norm()
-        out = {f"train/{k}": v / max(len(shard), 1) for k, v in sums.items()}
+        out = {f"train/{k}": v / max(len(shard) * self.updates_per_step, 1) for k, v in sums.items()}
         out["train/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         out["train/micro_batches"] = float(len(micro))
         out["train/optimizer_steps"] = float(self.updates_per_step)
