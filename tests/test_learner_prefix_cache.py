@@ -205,3 +205,39 @@ def test_a_two_update_deepspeed_step_ends_with_the_same_parameters_with_and_with
     for key in ("train/flow_policy_loss", "train/flow_kl", "train/flow_ratio_mean"):
         assert metrics["cached"][key] == pytest.approx(metrics["recomputed"][key], abs=1e-6), key
     assert metrics["cached"]["train/flow_kl"] > 0  # the second update's expert differs from the reference's
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_step_reports_its_loss_metrics_averaged_over_every_update(ray_cluster, tiny_grpo_assets, policy_and_samples):
+    """A 2-update step reports the mean of its two passes: the same as two 1-update steps on the same samples
+    (the second of which is the first's second pass: same old log-probs, same reference, Adam's second step)."""
+    from actors.learner import Learner
+
+    _, samples = policy_and_samples
+    learner_cls = ray_cluster.remote(Learner)
+    actors = {}
+    for name, updates in (("two updates", 2), ("one update", 1)):
+        grpo = GRPOConfig(train_target="expert", kl_beta=0.01, lr=1e-3, micro_batch_size=4, updates_per_step=updates)
+        actors[name] = learner_cls.options(num_cpus=0).remote(
+            rank=0, world_size=1, policy_dir=str(tiny_grpo_assets["policy"]), grpo=grpo,
+            learner=LearnerConfig(zero_stage=1), seed=0)
+    try:
+        addresses = ray_cluster.get([a.address.remote() for a in actors.values()])
+        ray_cluster.get([a.init_engine.remote(*addr) for a, addr in zip(actors.values(), addresses)])
+        norm = batch_normalisers(samples)
+        both = ray_cluster.get(actors["two updates"].update.remote(samples, norm))
+        first = ray_cluster.get(actors["one update"].update.remote(samples, norm))
+        second = ray_cluster.get(actors["one update"].update.remote(samples, norm))
+        states = [ray_cluster.get(a.trainable_state.remote()) for a in actors.values()]
+    finally:
+        for a in actors.values():
+            ray_cluster.kill(a)
+    # the first pass is on-policy and at the reference: nothing to clip, no KL
+    assert first["train/flow_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and first["train/flow_kl"] == 0.0
+    assert first["train/flow_clip_fraction"] == 0.0 and second["train/flow_kl"] > 0
+    for key in ("train/flow_ratio_mean", "train/flow_clip_fraction", "train/flow_kl", "train/flow_policy_loss"):
+        assert both[key] == pytest.approx((first[key] + second[key]) / 2, abs=1e-6), key
+    assert both["train/flow_ratio_mean"] != pytest.approx(second["train/flow_ratio_mean"], abs=1e-6)  # not the last pass
+    for k in states[0]:
+        np.testing.assert_allclose(states[0][k], states[1][k], rtol=0, atol=1e-6, err_msg=k)
