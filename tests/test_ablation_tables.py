@@ -34,6 +34,15 @@ def test_shaping_metrics_average_the_first_and_last_steps_that_log_each_term(tmp
     assert math.isnan(shaping_metrics(tmp_path / "missing.jsonl")["neg inside start"])
 
 
+def test_run_metrics_include_the_flow_trust_region_at_the_start_and_the_end(tmp_path):
+    steps = [{"step": i, "train/flow_kl": float(i), "train/flow_clip_fraction": 0.5 if i > 6 else 0.0}
+             for i in range(1, 13)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in steps) + "\n")
+    out = shaping_metrics(tmp_path / "metrics.jsonl", window=5)
+    assert (out["flow kl start"], out["flow kl end"]) == (pytest.approx(3.0), pytest.approx(10.0))  # 1..5, 8..12
+    assert (out["clip fraction start"], out["clip fraction end"]) == (0.0, pytest.approx(0.5))
+
+
 def test_logged_mistake_rates_count_the_positive_scenes_whose_log_is_not_the_plan(tmp_path):
     logs = HumanLogs(mistake_rate=0.0, family_rates={"lead_braking": 1.0})
     options = GeneratorOptions(("lane_follow", "lead_braking"), neg_share=0.0, rec_share=0.0, camera=None, human_logs=logs)
