@@ -233,11 +233,13 @@ def test_a_step_reports_its_loss_metrics_averaged_over_every_update(ray_cluster,
     finally:
         for a in actors.values():
             ray_cluster.kill(a)
-    # the first pass is on-policy and at the reference: nothing to clip, no KL
-    assert first["train/flow_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and first["train/flow_kl"] == 0.0
-    assert first["train/flow_clip_fraction"] == 0.0 and second["train/flow_kl"] > 0
+    # the first pass is on-policy (the sampler's float32 log-probs, summed over 24 dimensions, agree to ~1e-6) and
+    # at the reference: nothing to clip, no KL
+    assert first["train/flow_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert first["train/flow_kl"] == pytest.approx(0.0, abs=1e-9) and second["train/flow_kl"] > 1e-6
+    assert first["train/flow_clip_fraction"] == 0.0
     for key in ("train/flow_ratio_mean", "train/flow_clip_fraction", "train/flow_kl", "train/flow_policy_loss"):
-        assert both[key] == pytest.approx((first[key] + second[key]) / 2, abs=1e-6), key
-    assert both["train/flow_ratio_mean"] != pytest.approx(second["train/flow_ratio_mean"], abs=1e-6)  # not the last pass
+        assert both[key] == pytest.approx((first[key] + second[key]) / 2, abs=1e-5), key
+    assert both["train/flow_ratio_mean"] != pytest.approx(second["train/flow_ratio_mean"], abs=1e-5)  # not the last pass
     for k in states[0]:
         np.testing.assert_allclose(states[0][k], states[1][k], rtol=0, atol=1e-6, err_msg=k)
