@@ -100,16 +100,20 @@ def test_the_train_command_names_a_missing_dataset(tiny_grpo_assets, tmp_path, c
     assert f"data.train={tmp_path / 'nowhere'}: no such dataset" in err
 
 
-@pytest.mark.ray
-def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke_run):
+def _run_study(study: str, out, seeds: list[int]) -> tuple[dict, dict[str, dict]]:
+    """Run an ablation study on the smoke pipeline's folder; its JSON payload and its rows by variant."""
     from rl.ablations import run_study
 
+    run_study(study, load_config(TrainConfig, "configs/tiny_smoke.yaml"), out, seeds=seeds)
+    payload = json.loads((out / "ablations" / f"{study}.json").read_text())
+    return payload, {r["variant"]: r for r in payload["rows"]}
+
+
+@pytest.mark.ray
+def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke_run):
     out, results = smoke_run
-    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
-    run_study("headline", cfg, out, seeds=[0, 1])
-    payload = json.loads((out / "ablations" / "headline.json").read_text())
+    payload, rows = _run_study("headline", out, seeds=[0, 1])
     assert payload["study"] == "headline" and payload["sft_target"] == "log" and payload["seeds"] == [0, 1]
-    rows = {r["variant"]: r for r in payload["rows"]}
     assert rows["SFT (sft.target log)"]["PDMS"] == pytest.approx(results["sft_expert"]["v1"]["average"]["score"])
     # seed 0 is the demo's own GRPO run (same config): reused, not trained again
     assert rows["GRPO seed 0"]["PDMS"] == pytest.approx(results["grpo_expert"]["v1"]["average"]["score"])
@@ -131,13 +135,8 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
 
 @pytest.mark.ray
 def test_the_sample_types_study_trains_each_mix_and_reuses_the_demo_run_for_the_default_mix(smoke_run):
-    from rl.ablations import run_study
-
     out, results = smoke_run
-    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
-    run_study("sample_types", cfg, out, seeds=[0])
-    payload = json.loads((out / "ablations" / "sample_types.json").read_text())
-    rows = {r["variant"]: r for r in payload["rows"]}
+    payload, rows = _run_study("sample_types", out, seeds=[0])
     # pos+neg+rec is the config's default mix: seed 0 of it is the demo's own run
     assert rows["GRPO pos+neg+rec seed 0"]["PDMS"] == pytest.approx(results["grpo_expert"]["v1"]["average"]["score"])
     assert not (out / "ablations" / "sample_types" / "pos_neg_rec" / "seed_0" / "grpo").exists()
@@ -156,10 +155,7 @@ def test_the_imitation_study_sets_sft_on_logs_beside_sft_on_the_experts_plans(sm
     from rl.ablations import logged_mistake_rates, run_study
 
     out, results = smoke_run
-    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
-    run_study("imitation", cfg, out, seeds=[0])
-    payload = json.loads((out / "ablations" / "imitation.json").read_text())
-    rows = {r["variant"]: r for r in payload["rows"]}
+    payload, rows = _run_study("imitation", out, seeds=[0])
     perfect = json.loads((out / "ablations" / "imitation" / "eval" / "v1" / "summary.json").read_text())
     assert rows["SFT on the expert's plans (perfect-expert logs)"]["PDMS"] == pytest.approx(perfect["average"]["score"])
     assert (out / "ablations" / "imitation" / "sft_expert" / "policy" / "manifest.json").is_file()
