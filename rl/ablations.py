@@ -35,7 +35,7 @@ import numpy as np
 from rl.config import TrainConfig
 from rl.config_io import ConfigError, load_config
 from rl.demo import PipelinePaths, _done, _with
-from rl.tracking import setup_console_logging
+from rl.tracking import setup_console_logging, strict_json
 from sim.conventions import VERSIONS
 
 logger = logging.getLogger(__name__)
@@ -149,11 +149,11 @@ def logged_mistake_rates(train_split: Path) -> dict[str, dict]:
 
 
 def _mean_row(name: str, runs: list[dict], sft_score: float) -> dict:
-    """Mean of `runs` (rows of one variant's seeds) with the sample std of PDMS (ddof 1; NaN for one seed)."""
+    """Mean of `runs` (rows of one variant's seeds) with the sample std of PDMS (ddof 1; NaN for one seed, null in the JSON)."""
     keys = [k for k in runs[0] if isinstance(runs[0][k], float) and k != "vs SFT"]
     mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
     std = float(np.std([r["PDMS"] for r in runs], ddof=1)) if len(runs) > 1 else float("nan")
-    return {"variant": f"{name} mean +- std ({len(runs)} seeds)", **mean, "PDMS std": std,
+    return {"variant": f"{name} mean +- std ({len(runs)} seed{'s' if len(runs) > 1 else ''})", **mean, "PDMS std": std,
             "vs SFT": mean["PDMS"] / sft_score}
 
 
@@ -329,7 +329,7 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
             text += f"\n\n{key}: {table:.4f}"
     payload = {"study": study, "sft_target": cfg.sft.target, "seeds": seeds, "rows": rows, **extra}
     (run_dir / "ablations" / f"{study}.md").write_text(f"# {study}\n\n{text}\n")
-    (run_dir / "ablations" / f"{study}.json").write_text(json.dumps(payload, indent=1))
+    (run_dir / "ablations" / f"{study}.json").write_text(strict_json(payload))
     return text
 
 

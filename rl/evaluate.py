@@ -19,7 +19,6 @@ scene failed (results.csv still lists each one's error), 2 for bad arguments or 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -32,6 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rl.policy.config import ACTION_SOURCES
+from rl.tracking import strict_json
 from sim.conventions import SAMPLE_TYPES
 from sim.scene import Scene
 
@@ -305,7 +305,7 @@ def write_results(out: str | Path, frame: pd.DataFrame, summary: dict) -> None:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with_average_row(frame, summary["version"]).to_csv(out_dir / "results.csv", index=False)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "summary.json").write_text(strict_json(summary))
 
 
 def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("v1",), checkpoint: Optional[str] = None,

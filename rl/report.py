@@ -1,7 +1,6 @@
 """The report of an end-to-end run: result tables, training curves and before/after pictures."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from matplotlib.figure import Figure
 
 from rl.checkpoint import CheckpointDir
 from rl.evaluate import V1_COLUMNS, V2_COLUMNS
-from rl.tracking import read_metrics
+from rl.tracking import read_metrics, strict_json
 
 
 def _cell(value) -> str:
@@ -215,6 +214,5 @@ def write_report(paths, results: dict, codebook: dict, cfg, before: str, after: 
     ]
     md = out / "results.md"
     md.write_text("\n".join(text) + "\n")
-    (out / "results.json").write_text(json.dumps({"headline": summary, "results": results, "codebook": codebook},
-                                                 indent=1, default=float))
+    (out / "results.json").write_text(strict_json({"headline": summary, "results": results, "codebook": codebook}))
     return md

@@ -30,6 +30,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def strict_json(value: Any, indent: int | None = 1) -> str:
+    """`value` as strict JSON text: NaN and infinities (a std over one seed, a ratio over zero) become null,
+    numpy scalars plain numbers, so every JSON reader (jq, JavaScript, pandas) accepts the file."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return _jsonable(v)
+
+    return json.dumps(clean(value), indent=indent, allow_nan=False)
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """All records of a metrics JSONL file, in order."""
     with open(path) as f:

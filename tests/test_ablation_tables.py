@@ -55,3 +55,16 @@ def test_logged_mistake_rates_count_the_positive_scenes_whose_log_is_not_the_pla
     generate_dataset(tmp_path / "without", 4, 3, without, progress=False)
     # without human logs every scene logs the expert's plan
     assert logged_mistake_rates(tmp_path / "without") == {"lane_follow": {"positive scenes": 4, "logged mistake rate": 0.0}}
+
+
+def test_result_json_writes_nan_and_infinity_as_null_for_strict_readers():
+    import numpy as np
+
+    from rl.tracking import strict_json
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    payload = {"rows": [{"PDMS": np.float32(0.75), "PDMS std": float("nan")}], "ratio": float("inf"), "seeds": (1, 2)}
+    parsed = json.loads(strict_json(payload), parse_constant=refuse)
+    assert parsed == {"rows": [{"PDMS": 0.75, "PDMS std": None}], "ratio": None, "seeds": [1, 2]}
