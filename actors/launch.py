@@ -1,6 +1,7 @@
 """Launching the actor groups of a GRPO run from its config: placement, learner, rollout, scorer, weight sync."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -63,11 +64,12 @@ class ActorGroups:
 
         fault = FaultInjection(cfg.debug.kill_rollout_worker_at_step, cfg.debug.kill_rollout_worker_rank, str(out_dir / "faults"))
         rollout_cls = ray.remote(max_restarts=0)(RolloutWorker)
+        sampling = dataclasses.replace(r, group_reasoning=cfg.group_reasoning())  # "auto" resolved for the workers
 
         def make_rollout(rank: int):
             return rollout_cls.options(num_cpus=r.cpus_per_worker, num_gpus=r.gpus_per_worker,
                                        scheduling_strategy=in_bundle(rollout_pg, rank)).remote(
-                rank, cfg.policy_init, r, g.group_size, l.lora, fault, bf16=l.bf16)
+                rank, cfg.policy_init, sampling, g.group_size, l.lora, fault, bf16=l.bf16)
 
         rollouts = RolloutPool(make_rollout, r.num_workers, max_retries=r.max_retries)
 

@@ -20,6 +20,7 @@ from ray.exceptions import RayActorError
 
 from actors.weight_sync import CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, WeightsPayload, load_into_module
 from rl.config import LoRAConfig, RolloutConfig
+from rl.policy.config import GROUP_REASONING
 from rl.records import GroupRequest, GroupRollout  # noqa: F401  (the records this actor takes and returns)
 from sim.scene import Scene
 
@@ -44,8 +45,13 @@ class RolloutWorker:
         """Built from the run's typed sections: `rollout` (temperature, top_p, flow noise, action source),
         `group_size` (grpo.group_size), `lora` (learner.lora: the same adapters as the learner's). bf16: hold the
         VLM in bf16 as the learner does under `learner.bf16` (the expert stays fp32), so the recorded
-        log-probabilities are the learner's."""
+        log-probabilities are the learner's. `rollout.group_reasoning` must be resolved (sampled | greedy):
+        "auto" depends on the train target, which the launcher knows (`TrainConfig.group_reasoning`)."""
         import torch
+
+        if rollout.group_reasoning not in GROUP_REASONING:
+            raise ValueError(f"rollout.group_reasoning={rollout.group_reasoning!r}: a worker samples with one of "
+                             f"{GROUP_REASONING} (resolve 'auto' with TrainConfig.group_reasoning())")
 
         from rl.policy import SpanVLAPolicy
         from rl.policy.lora import apply_lora
@@ -93,7 +99,7 @@ class RolloutWorker:
         s = self.rollout
         group = self.policy.sample_group(
             request.scene, self.group_size, temperature=s.temperature, top_p=s.top_p, flow_noise=s.flow_noise,
-            action_source=s.action_source, seed=request.seed,
+            action_source=s.action_source, seed=request.seed, group_reasoning=s.group_reasoning,
         )
         return GroupRollout(request.step, request.group_id, request.scene.token, request.scene.sample_type,
                             self.policy_version, self.rank, group, time.perf_counter() - start)

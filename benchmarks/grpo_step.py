@@ -2,7 +2,7 @@
 what weight sync costs.
 
     python benchmarks/grpo_step.py [--steps 3] [--groups 8] [--group-size 8] [--parts cache,scaling,sync,async]
-                                   [--out FILE.json]
+                                   [--parts ...,reasoning] [--out FILE.json]
 
 Part 1 (cache) runs the tiny GRPO job (real Ray, real DeepSpeed, tiny policy, train_target expert, 3 updates a
 step) twice on the same data with the same seeds: `learner.cache_prefix=false` (the frozen VLM recomputed for
@@ -13,7 +13,10 @@ the cores). Every timing is the mean of the steps after the first. Part 3 (sync)
 growing size from one actor to two others through each sync backend (object store; collective over gloo) and
 reports seconds and GB/s against the parameter count. Part 4 (async) runs the job with `grpo.max_staleness=1`
 (the next step sampled and scored during the learner update) beside the synchronous one and reports the ratio of
-their step times. The machine's load average is recorded with the numbers.
+their step times. Part 5 (reasoning) runs it with `rollout.group_reasoning=sampled` (a reasoning trace per sample)
+and `greedy` (one greedy trace per group: one decode in the rollout, one VLM row per group in the learner) and
+reports the ratios of their rollout, learner and step times. Parts 1, 2 and 4 run with the reasoning tiny.yaml
+sets. The machine's load average is recorded with the numbers.
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ TIMING_KEYS = ("timing/rollout_s", "timing/scoring_wait_s", "timing/learner_s", 
 
 
 def time_steps(assets: dict, out: Path, workers: int, steps: int, groups: int, group_size: int,
-               cache_prefix: bool = True, max_staleness: int = 0) -> dict:
+               cache_prefix: bool = True, max_staleness: int = 0, group_reasoning: str | None = None) -> dict:
     """Mean seconds of each part of steps 2..steps (the first warms up), plus what the learner did."""
     from rl.config import TrainConfig
     from rl.config_io import load_config
@@ -76,7 +79,7 @@ def time_steps(assets: dict, out: Path, workers: int, steps: int, groups: int, g
         f"grpo.group_size={group_size}", f"rollout.num_workers={workers}", "eval.every=0", "checkpoint.every=1000",
         f"logging.out_dir={out}", "logging.wandb=false", "logging.picture_every=0",
         f"learner.cache_prefix={str(cache_prefix).lower()}", f"grpo.max_staleness={max_staleness}",
-    ])
+    ] + ([f"rollout.group_reasoning={group_reasoning}"] if group_reasoning else []))
     GRPODriver(cfg).run()
     records = [r for r in read_metrics(out / "metrics.jsonl") if "timing/step_s" in r][1:]  # skip the warm-up step
     row = {k.split("/")[1]: float(np.mean([r[k] for r in records])) for k in TIMING_KEYS}
@@ -176,9 +179,9 @@ def main() -> int:
     parser.add_argument("--out", help="write the numbers as JSON")
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"cache", "scaling", "sync", "async"}
+    unknown = parts - {"cache", "scaling", "sync", "async", "reasoning"}
     if unknown or not parts:
-        parser.error(f"--parts {args.parts!r}: expected a comma-separated subset of cache, scaling, sync, async")
+        parser.error(f"--parts {args.parts!r}: expected a comma-separated subset of cache, scaling, sync, async, reasoning")
     if args.steps < 2:
         parser.error(f"--steps {args.steps}: need at least 2 (the first step is a warm-up and is not timed)")
     import ray
@@ -189,7 +192,7 @@ def main() -> int:
     ray.init(address="local", num_cpus=8, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        if parts & {"cache", "scaling", "async"}:
+        if parts & {"cache", "scaling", "async", "reasoning"}:
             assets = build_assets(root, train_scenes=64)
 
         def timed(name: str, **kw) -> dict:
@@ -211,6 +214,11 @@ def main() -> int:
             overlapped = timed("async", workers=1, max_staleness=1)
             result["async"] = {"synchronous": synchronous, "async": overlapped,
                                "step_speedup": synchronous["step_s"] / overlapped["step_s"]}
+        if "reasoning" in parts:
+            per_sample = timed("reasoning_sampled", workers=1, group_reasoning="sampled")
+            shared = timed("reasoning_greedy", workers=1, group_reasoning="greedy")
+            result["group_reasoning"] = {"sampled": per_sample, "greedy": shared, **{
+                f"{part}_speedup": per_sample[f"{part}_s"] / shared[f"{part}_s"] for part in ("rollout", "learner", "step")}}
     if "sync" in parts:
         result["weight_sync"] = time_weight_sync([float(x) for x in args.sync_sizes.split(",")])
     ray.shutdown()
@@ -237,6 +245,12 @@ def main() -> int:
         print(f"async step: {a['step_speedup']:.2f}x the synchronous step's speed (its rollout ran during the previous"
               f" update: {a['async'].get('prefetched_rollout_s', float('nan')):.2f} s, then waited "
               f"{a['async'].get('prefetch_wait_s', float('nan')):.2f} s after the update)")
+    if "group_reasoning" in result:
+        gr = result["group_reasoning"]
+        print_split(f"\nGRPO step, a reasoning trace per sample vs one greedy trace per group ({steps}), seconds",
+                    {"sampled": gr["sampled"], "greedy": gr["greedy"]})
+        print(f"greedy group reasoning: rollout {gr['rollout_speedup']:.2f}x, learner {gr['learner_speedup']:.2f}x, "
+              f"whole step {gr['step_speedup']:.2f}x faster")
     if "weight_sync" in result:
         print("\nweight sync, one sender to two receivers (fp32), best of 3")
         print(f"{'backend':>14s}{'params (M)':>12s}{'seconds':>10s}{'GB/s':>8s}")

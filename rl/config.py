@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rl.config_io import ConfigError
-from rl.policy.config import ACTION_SOURCES, PolicyConfig, validate_policy_config
+from rl.policy.config import ACTION_SOURCES, GROUP_REASONING, PolicyConfig, validate_policy_config
 from sim.conventions import SAMPLE_TYPES
 
-# Each enumeration of the config is defined here once (ACTION_SOURCES: rl.policy.config; sample types:
+# Each enumeration of the config is defined here once (ACTION_SOURCES, GROUP_REASONING: rl.policy.config; sample types:
 # sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported wherever it is checked.
 KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA's choice)
 TRAIN_TARGETS = ("vlm", "expert", "joint")
@@ -109,6 +109,12 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     flow_noise: float = 0.5  # a in spanvla.md 2.4 (0: deterministic Euler)
+    # "sampled": each of the G samples reasons on its own at `temperature` (what train_target vlm / joint train).
+    # "greedy" (train_target expert only): the group shares the greedy trace that evaluation decodes, so its G
+    # plans differ only in the flow's noise - the expert trains in the context it is evaluated in, its advantages
+    # carry no reward variance from reasoning it does not control, and the learner runs the frozen VLM once a group.
+    # "auto": greedy with train_target expert, sampled otherwise (`TrainConfig.group_reasoning`).
+    group_reasoning: str = "auto"
     max_retries: int = 2  # re-sends of a group whose worker died
 
 
@@ -302,6 +308,12 @@ class TrainConfig:
                 f"grpo.train_target={g.train_target!r} trains on the expert's flow steps, which only"
                 f" rollout.action_source='expert' samples (got rollout.action_source={r.action_source!r}):"
                 " set rollout.action_source=expert, or grpo.train_target=vlm to train on action tokens")
+        if r.group_reasoning == "greedy" and g.train_target != "expert":  # "auto" resolves to sampled there
+            # every sample of a group would carry the same tokens: the token ratio would see no advantage spread
+            raise ConfigError(
+                f"rollout.group_reasoning='greedy' shares one reasoning trace across a group, so the VLM's tokens get"
+                f" no learning signal: it serves grpo.train_target=expert only (got {g.train_target!r}); set"
+                " rollout.group_reasoning=sampled")
         if g.train_target == "vlm" and r.action_source != "tokens":
             # the VLM's gradient reaches only its tokens; rewarding the expert's plan would credit the flow noise's
             # reward variance to the reasoning tokens, which do not decide the plan
@@ -325,12 +337,22 @@ class TrainConfig:
                     f" {key!r}: give one a distinct label")
             keys[key] = i
 
+    def group_reasoning(self) -> str:
+        """The rollout's group reasoning with "auto" resolved: greedy when only the expert trains (the VLM is
+        frozen, so its reasoning is a context the expert should train in as evaluated), else sampled."""
+        if self.rollout.group_reasoning != "auto":
+            return self.rollout.group_reasoning
+        return "greedy" if self.grpo.train_target == "expert" else "sampled"
+
     def validate(self) -> "TrainConfig":
         """Checks the types cannot express; each error names the key and what to change."""
         validate_policy_config(self.policy)
         g = self.grpo
         if g.train_target not in TRAIN_TARGETS:
             raise ConfigError(f"grpo.train_target={g.train_target!r}: expected one of {TRAIN_TARGETS}")
+        if self.rollout.group_reasoning not in ("auto", *GROUP_REASONING):
+            raise ConfigError(f"rollout.group_reasoning={self.rollout.group_reasoning!r}: expected one of "
+                              f"{('auto', *GROUP_REASONING)}")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:

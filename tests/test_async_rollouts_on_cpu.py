@@ -144,7 +144,7 @@ def test_the_rollout_pool_refuses_a_weight_push_while_a_step_is_being_sampled(ra
 
     worker_cls = ray.remote(max_restarts=0)(RolloutWorker)
     pool = RolloutPool(lambda rank: worker_cls.options(num_cpus=1).remote(rank, str(tiny_grpo_assets["policy"]),
-                                                                          RolloutConfig(), 2), 1)
+                                                                          RolloutConfig(group_reasoning="greedy"), 2), 1)
     try:
         store = SceneStore(tiny_grpo_assets["train"])
         requests = [GroupRequest(0, i, store.scene(i), group_seed(0, 0, i)) for i in range(3)]

@@ -43,6 +43,19 @@ def test_vlm_train_target_accepts_token_rollouts():
     assert (cfg.grpo.train_target, cfg.rollout.action_source) == ("vlm", "tokens")
 
 
+@pytest.mark.parametrize("target", ["vlm", "joint"])
+def test_greedy_group_reasoning_serves_the_expert_alone(target):
+    source = "tokens" if target == "vlm" else "expert"
+    with pytest.raises(ConfigError, match=rf"rollout.group_reasoning='greedy'.*\(got '{target}'\)"):
+        _config(f"grpo.train_target={target}", f"rollout.action_source={source}", "rollout.group_reasoning=greedy")
+    with pytest.raises(ConfigError, match=r"rollout.group_reasoning='first': expected one of \('auto', 'sampled', 'greedy'\)"):
+        _config("rollout.group_reasoning=first")
+    assert _config("grpo.train_target=expert", "rollout.group_reasoning=greedy").rollout.group_reasoning == "greedy"
+    # "auto" (the default) is greedy only while the VLM is frozen
+    assert [_config(f"grpo.train_target={t}", f"rollout.action_source={s}").group_reasoning()
+            for t, s in (("expert", "expert"), ("joint", "expert"), ("vlm", "tokens"))] == ["greedy", "sampled", "sampled"]
+
+
 def test_unknown_sample_types_name_the_key_and_the_valid_set():
     with pytest.raises(ConfigError, match=r"sft.sample_types: unknown sample type\(s\) \['positive'\].*'pos', 'neg', 'rec'"):
         _config("sft.sample_types=[positive,rec]")

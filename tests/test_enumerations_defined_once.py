@@ -1,5 +1,5 @@
 """Each enumeration of the project (train targets, action sources, KL estimators, NAVSIM versions, sample types,
-shaping regions, weight-sync backends, reference modes) is spelled out once, where it is defined; every other
+shaping regions, weight-sync backends, reference modes, group reasoning) is spelled out once, where it is defined; every other
 module imports it. Checked on the source: a tuple, list or set literal holding exactly an enumeration's values
 may appear only once in rl/, actors/, rewards/ and sim/."""
 import ast
@@ -15,11 +15,11 @@ def test_every_enumeration_is_spelled_out_once():
     from rewards.shaping import REGIONS
     from rl.config import REFERENCE_MODES, RESUME_MODES, TRAIN_TARGETS
     from rl.config import KL_ESTIMATORS
-    from rl.policy.config import ACTION_SOURCES
+    from rl.policy.config import ACTION_SOURCES, GROUP_REASONING
     from sim.conventions import SAMPLE_TYPES, VERSIONS
 
     enumerations = [TRAIN_TARGETS, ACTION_SOURCES, KL_ESTIMATORS, VERSIONS, SAMPLE_TYPES, REGIONS, SYNC_BACKENDS,
-                    REFERENCE_MODES, RESUME_MODES]
+                    REFERENCE_MODES, RESUME_MODES, GROUP_REASONING]
     wanted = {frozenset(e): e for e in enumerations}
     places = defaultdict(list)
     for package in PACKAGES:

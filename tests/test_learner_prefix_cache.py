@@ -85,6 +85,23 @@ def test_cached_kv_gives_the_recomputed_flow_logprobs_for_policy_and_reference_a
     assert float((after.logprobs - before).abs().max()) > 1e-3
 
 
+def test_samples_sharing_a_completion_share_one_vlm_row_with_equal_logprobs(policy_and_samples):
+    base, samples = policy_and_samples
+    policy = copy.deepcopy(base).requires_grad_(False)
+    # Two groups as group_reasoning greedy samples them: each group's samples carry its first sample's completion.
+    shared = [TrainingSample(s.scene, samples[4 * (i // 4)].completion, s.chain, s.advantage, group_id=s.group_id)
+              for i, s in enumerate(samples)]
+    rows = []
+    policy.vlm.model.register_forward_hook(lambda _m, _i, out: rows.append(out.last_hidden_state.shape[0]))
+    prefix = micro_batch_prefix(policy, shared)
+    assert rows == [2]  # one VLM row per group ...
+    assert all(kv[0].shape[0] == 8 for kv in prefix.layer_kv if kv is not None)  # ... gathered for its 8 samples
+    with torch.no_grad():
+        diff = _max_diff(cached_flow_step_logprobs(policy, prefix, [s.chain for s in shared]), _recomputed(policy, shared))
+    assert diff <= 1e-6
+    assert micro_batch_prefix(policy, samples).batch.input_ids.shape[0] == 8  # distinct completions: 8 rows
+
+
 class _Fixed:
     """A context manager yielding a fixed reference policy (what `Learner._reference` yields)."""
 

@@ -34,11 +34,11 @@ def sample(worker: RolloutWorker, scenes, step: int) -> list[TrainingSample]:
 def test_lora_dropout_rollout_logprobs_equal_the_learners_after_the_adapters_moved(tiny_grpo_assets):
     scenes = SceneStore(tiny_grpo_assets["train"]).scenes(range(2))
     lora = LoRAConfig(**LORA)
-    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), RolloutConfig(temperature=1.0, action_source="tokens"), 4,
+    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), RolloutConfig(temperature=1.0, action_source="tokens", group_reasoning="sampled"), 4,
                            lora=lora)
     learner = Learner(0, 1, str(tiny_grpo_assets["policy"]),
                       GRPOConfig(train_target="vlm", kl_beta=0.0, lr=5e-2, micro_batch_size=8),
-                      LearnerConfig(zero_stage=1, lora=lora), RolloutConfig(temperature=1.0, action_source="tokens"))
+                      LearnerConfig(zero_stage=1, lora=lora), RolloutConfig(temperature=1.0, action_source="tokens", group_reasoning="sampled"))
     learner.init_engine("127.0.0.1", free_port())
     assert not any(m.training for m in worker.policy.modules())
     assert not any(m.training for m in learner.policy.modules())

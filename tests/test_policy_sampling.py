@@ -108,6 +108,26 @@ def test_zero_noise_greedy_group_equals_the_deterministic_plan(policy):
         np.testing.assert_allclose(s.trajectory, plan.trajectories[0], rtol=0, atol=1e-5)
 
 
+def test_greedy_group_reasoning_shares_the_plans_trace_and_differs_only_in_the_flow(policy):
+    scene = make_policy_scene(8, slow=True)
+    plan = policy.plan([scene])
+    group = policy.sample_group(scene, 4, temperature=1.0, flow_noise=0.5, seed=2, group_reasoning="greedy")
+    assert {s.text for s in group.samples} == {plan.texts[0]}  # the trace evaluation decodes, for every sample
+    assert len({s.trajectory.tobytes() for s in group.samples}) == 4  # four different flows
+    # The learner's recomputation on the shared trace gives the recorded flow log-probabilities.
+    batch = policy.collate_completions([scene] * 4, [s.completion for s in group.samples])
+    out = policy.flow_step_logprobs(batch, [s.chain for s in group.samples])
+    np.testing.assert_allclose(out.logprobs.detach().numpy(), np.stack([s.chain.logprobs for s in group.samples]),
+                               rtol=1e-5, atol=1e-4)
+    # At zero flow noise the shared-trace group is the deterministic plan, as with greedy sampling.
+    for s in policy.sample_group(scene, 2, temperature=1.0, flow_noise=0.0, seed=3, group_reasoning="greedy").samples:
+        np.testing.assert_allclose(s.trajectory, plan.trajectories[0], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="group_reasoning='beam'"):
+        policy.sample_group(scene, 2, group_reasoning="beam")
+    with pytest.raises(ValueError, match="G identical plans"):
+        policy.sample_group(scene, 2, action_source="tokens", group_reasoning="greedy")
+
+
 def test_batched_plan_equals_plans_one_by_one(policy):
     scenes = [make_policy_scene(7), make_policy_scene(8, slow=True), make_policy_scene(9)]
     collated = policy.collator().collate(scenes)

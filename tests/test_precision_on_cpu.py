@@ -43,7 +43,7 @@ def bf16_learner(assets, target: str, zero_stage: int = 2, kl_beta: float = 0.01
 
 @pytest.mark.parametrize("target", ["expert", "joint"])
 def test_flow_grpo_step_under_a_bf16_deepspeed_engine_keeps_the_expert_and_its_logprobs_fp32(tiny_grpo_assets, target):
-    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), RolloutConfig(flow_noise=0.5), 4, bf16=True)
+    worker = RolloutWorker(0, str(tiny_grpo_assets["policy"]), RolloutConfig(flow_noise=0.5, group_reasoning="sampled"), 4, bf16=True)
     samples = sampled_batch(tiny_grpo_assets, worker)
     assert all(s.chain.logprobs.dtype == np.float32 for s in samples)
     learner = bf16_learner(tiny_grpo_assets, target)

@@ -49,8 +49,18 @@ def prefix_cache_applies(cfg: ObjectiveConfig) -> bool:
 
 
 def micro_batch_prefix(policy, samples: list[TrainingSample]) -> PrefixKV:
-    """Collate `samples` and run the frozen VLM over them once (no grad): the cache `micro_batch_loss` reads."""
-    return prefix_kv(policy, policy.collate_completions([s.scene for s in samples], [s.completion for s in samples]))
+    """Collate `samples` and run the frozen VLM over them once (no grad): the cache `micro_batch_loss` reads.
+    Samples with the same scene and completion (a group sampled with rollout.group_reasoning greedy) share
+    one row of that pass."""
+    batch = policy.collate_completions([s.scene for s in samples], [s.completion for s in samples])
+    first: dict[tuple[str, bytes], int] = {}
+    index = [first.setdefault((s.scene.token, np.asarray(s.completion.token_ids).tobytes()), len(first))
+             for s in samples]
+    if len(first) == len(samples):
+        return prefix_kv(policy, batch)
+    unique = [samples[index.index(row)] for row in range(len(first))]
+    distinct = prefix_kv(policy, policy.collate_completions([s.scene for s in unique], [s.completion for s in unique]))
+    return distinct.rows(index, batch.to(policy.device, policy.dtype))
 
 
 def batch_normalisers(samples: list[TrainingSample]) -> dict[str, float]:

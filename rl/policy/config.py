@@ -12,6 +12,9 @@ from typing import Optional
 
 BACKBONE_PRESETS = ("tiny", "small", "pretrained")
 ACTION_SOURCES = ("tokens", "expert")
+# The reasoning a sampled group is conditioned on: one trace per sample at the sampling temperature, or one
+# greedy trace shared by the group (the one deterministic planning decodes).
+GROUP_REASONING = ("sampled", "greedy")
 FLOW_INITS = ("history", "noise")
 
 

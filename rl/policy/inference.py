@@ -3,6 +3,7 @@ of reasoning and of the flow). Functions of a `SpanVLAPolicy`; its methods call 
 from __future__ import annotations
 
 import time
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from rl.policy import prompt as P
 from rl.policy.backbone import cache_layer_kv, prefix_positions, run_prefix
-from rl.policy.config import ACTION_SOURCES
+from rl.policy.config import ACTION_SOURCES, GROUP_REASONING
 from rl.policy.decoding import DecodeOptions, DecodeResult, generate
 from rl.policy.expert import ActionExpert
 from rl.policy.flow import draw_start, sample_flow
@@ -77,6 +78,13 @@ def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torc
     return trajectories.cpu().double().numpy(), flow, ctx.sigma0
 
 
+def _repeat_decoded(decoded: DecodeResult, times: int) -> DecodeResult:
+    """Every row of `decoded` repeated `times` times (rows stay in order: r, r, ..., r + 1, ...)."""
+    tensors = {f.name: getattr(decoded, f.name).repeat_interleave(times, dim=0) for f in fields(decoded)
+               if isinstance(getattr(decoded, f.name), torch.Tensor)}
+    return replace(decoded, **tensors)
+
+
 def _parse(policy, completion_ids) -> tuple[str, P.ParsedOutput]:
     text = policy.tokenizer.decode(completion_ids)
     return text, P.parse_output(text)
@@ -116,14 +124,19 @@ def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, s
 
 def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temperature: float, top_p: float,
                  flow_noise: float, action_source: str, seed: Optional[int], generator: Optional[torch.Generator],
-                 max_reasoning_tokens: int) -> GroupSample:
+                 max_reasoning_tokens: int, group_reasoning: str = "sampled") -> GroupSample:
     """G samples of one scene: ONE prefill, the cache repeated G times, G reasoning traces sampled at
     `temperature` / `top_p`, then G flows with noise level `flow_noise` (a in spanvla.md 2.4; 0 =
-    deterministic Euler from a_his) or the sampled action tokens decoded. The same seed (or generator
-    state) gives the same samples."""
+    deterministic Euler from a_his) or the sampled action tokens decoded. With `group_reasoning` "greedy"
+    the group shares ONE greedy trace (the one `plan` decodes), decoded before the cache is repeated, and
+    its G flows differ only in their noise. The same seed (or generator state) gives the same samples."""
     _check_source(policy, action_source)
     if group_size < 1:
         raise ValueError(f"group_size={group_size}: must be >= 1")
+    if group_reasoning not in GROUP_REASONING:
+        raise ValueError(f"group_reasoning={group_reasoning!r}: expected one of {GROUP_REASONING}")
+    if group_reasoning == "greedy" and action_source != "expert":
+        raise ValueError("group_reasoning 'greedy' with action_source 'tokens' would give G identical plans")
     if not 0.0 <= flow_noise <= 1.0:
         raise ValueError(f"flow_noise={flow_noise}: the noise level a must lie in [0, 1]")
     device = policy.device
@@ -132,12 +145,19 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
     _sync(device)
     start = time.perf_counter()
     inputs, positions, cache, logits = prefill(policy, [scene])
-    cache.batch_repeat_interleave(group_size)
     repeat = lambda x: x.repeat_interleave(group_size, dim=0)  # noqa: E731
-    _sync(device)
-    timings.prefill_s = time.perf_counter() - start
-    decoded = _decode(policy, cache, repeat(logits), repeat(inputs.attention_mask), repeat(positions.next_position),
-                      action_source, temperature, top_p, max_reasoning_tokens, generator)
+    if group_reasoning == "greedy":
+        _sync(device)
+        timings.prefill_s = time.perf_counter() - start
+        decoded = _repeat_decoded(_decode(policy, cache, logits, inputs.attention_mask, positions.next_position,
+                                          action_source, 0.0, 1.0, max_reasoning_tokens, generator), group_size)
+        cache.batch_repeat_interleave(group_size)
+    else:
+        cache.batch_repeat_interleave(group_size)
+        _sync(device)
+        timings.prefill_s = time.perf_counter() - start
+        decoded = _decode(policy, cache, repeat(logits), repeat(inputs.attention_mask), repeat(positions.next_position),
+                          action_source, temperature, top_p, max_reasoning_tokens, generator)
     timings.reasoning_s, timings.trajectory_s = decoded.reasoning_s, decoded.actions_s
     flow = None
     if action_source == "expert":

@@ -168,6 +168,15 @@ class PrefixKV:
         """Bytes of the kept K/V."""
         return sum(t.numel() * t.element_size() for kv in self.layer_kv if kv is not None for t in kv)
 
+    def rows(self, index: list[int], batch: PolicyInputs) -> "PrefixKV":
+        """The prefix of `batch` (on the policy's device and dtype), whose row i is row index[i] of this prefix's
+        batch (same prompt, same completion): the K/V are gathered, not recomputed. Raises ValueError if the padded rows disagree."""
+        where = torch.as_tensor(index, dtype=torch.long, device=self.next_position.device)
+        if not torch.equal(self.batch.attention_mask[where], batch.attention_mask):
+            raise ValueError("the rows of the cached prefix are not those of the batch (their padding differs)")
+        layer_kv = [None if kv is None else (kv[0][where], kv[1][where]) for kv in self.layer_kv]
+        return PrefixKV(batch, layer_kv, self.next_position[where], self.layers)
+
 
 def prefix_kv(policy: "SpanVLAPolicy", batch: PolicyInputs) -> PrefixKV:
     """Run the VLM once over [prompt ; completion] without grad and keep the sparse K/V the expert reads.
