@@ -170,7 +170,8 @@ class PrefixKV:
 
     def rows(self, index: list[int], batch: PolicyInputs) -> "PrefixKV":
         """The prefix of `batch` (on the policy's device and dtype), whose row i is row index[i] of this prefix's
-        batch (same prompt, same completion): the K/V are gathered, not recomputed. Raises ValueError if the padded rows disagree."""
+        batch (same prompt, same completion): the K/V are gathered, not recomputed. Raises ValueError if the
+        padded rows disagree."""
         where = torch.as_tensor(index, dtype=torch.long, device=self.next_position.device)
         if not torch.equal(self.batch.attention_mask[where], batch.attention_mask):
             raise ValueError("the rows of the cached prefix are not those of the batch (their padding differs)")
