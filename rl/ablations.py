@@ -149,12 +149,13 @@ def logged_mistake_rates(train_split: Path) -> dict[str, dict]:
 
 
 def _mean_row(name: str, runs: list[dict], sft_score: float) -> dict:
-    """Mean of `runs` (rows of one variant's seeds) with the sample std of PDMS (ddof 1; NaN for one seed, null in the JSON)."""
+    """Mean of `runs` (rows of one variant's seeds) with the sample std of PDMS (ddof 1; NaN for one seed, null
+    in the JSON)."""
     keys = [k for k in runs[0] if isinstance(runs[0][k], float) and k != "vs SFT"]
     mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
     std = float(np.std([r["PDMS"] for r in runs], ddof=1)) if len(runs) > 1 else float("nan")
-    return {"variant": f"{name} mean +- std ({len(runs)} seed{'s' if len(runs) > 1 else ''})", **mean, "PDMS std": std,
-            "vs SFT": mean["PDMS"] / sft_score}
+    seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
+    return {"variant": f"{name} mean +- std ({seeds})", **mean, "PDMS std": std, "vs SFT": mean["PDMS"] / sft_score}
 
 
 def ordering(means: list[tuple[str, float, float]]) -> tuple[float, list[dict]]:

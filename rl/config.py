@@ -13,8 +13,8 @@ from rl.config_io import ConfigError
 from rl.policy.config import ACTION_SOURCES, GROUP_REASONING, PolicyConfig, validate_policy_config
 from sim.conventions import SAMPLE_TYPES
 
-# Each enumeration of the config is defined here once (ACTION_SOURCES, GROUP_REASONING: rl.policy.config; sample types:
-# sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported wherever it is checked.
+# Each enumeration of the config is defined here once (ACTION_SOURCES, GROUP_REASONING: rl.policy.config; sample
+# types: sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported wherever it is checked.
 KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA's choice)
 TRAIN_TARGETS = ("vlm", "expert", "joint")
 FLOW_TARGETS = ("expert", "joint")  # the train targets whose objective needs the expert's flow chains
@@ -350,9 +350,9 @@ class TrainConfig:
         g = self.grpo
         if g.train_target not in TRAIN_TARGETS:
             raise ConfigError(f"grpo.train_target={g.train_target!r}: expected one of {TRAIN_TARGETS}")
-        if self.rollout.group_reasoning not in ("auto", *GROUP_REASONING):
-            raise ConfigError(f"rollout.group_reasoning={self.rollout.group_reasoning!r}: expected one of "
-                              f"{('auto', *GROUP_REASONING)}")
+        reasoning = ("auto", *GROUP_REASONING)
+        if self.rollout.group_reasoning not in reasoning:
+            raise ConfigError(f"rollout.group_reasoning={self.rollout.group_reasoning!r}: expected one of {reasoning}")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:
