@@ -100,6 +100,7 @@ class RolloutWorker:
         group = self.policy.sample_group(
             request.scene, self.group_size, temperature=s.temperature, top_p=s.top_p, flow_noise=s.flow_noise,
             action_source=s.action_source, seed=request.seed, group_reasoning=s.group_reasoning,
+            flow_start=s.flow_start,
         )
         return GroupRollout(request.step, request.group_id, request.scene.token, request.scene.sample_type,
                             self.policy_version, self.rank, group, time.perf_counter() - start)

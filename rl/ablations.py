@@ -24,11 +24,12 @@ config is the variant's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from rl.config_io import ConfigError, load_config
 from rl.demo import PipelinePaths, _done, _with
 from rl.tracking import setup_console_logging, strict_json
 from sim.conventions import VERSIONS
+
+if TYPE_CHECKING:
+    from rl.evaluate import PreparedScenes
 
 logger = logging.getLogger(__name__)
 STUDIES = ("headline", "sample_types", "imitation", "train_target", "bridge")
@@ -75,11 +79,21 @@ def _finished_evaluation(out: Path) -> Optional[dict]:
     return {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)} if all(f.is_file() for f in done) else None
 
 
+@functools.cache
+def _prepared_test_scenes(test_split: Path) -> "PreparedScenes":
+    """One preparation of the test split's scenes for every evaluation of a study (they all score them)."""
+    from rl.evaluate import PreparedScenes
+
+    return PreparedScenes(test_split)
+
+
 def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str) -> dict:
     from rl.evaluate import run_evaluation
 
-    return _finished_evaluation(out) or run_evaluation(str(paths.split("test")), str(out), VERSIONS, checkpoint=str(policy_dir),
-                                                       action_source=action_source, sample_types=["pos"])
+    test = paths.split("test")
+    return _finished_evaluation(out) or run_evaluation(
+        str(test), str(out), VERSIONS, checkpoint=str(policy_dir), action_source=action_source, sample_types=["pos"],
+        prepared=_prepared_test_scenes(test))
 
 
 def _same_run(a: TrainConfig, b: TrainConfig) -> bool:

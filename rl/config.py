@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rl.config_io import ConfigError
-from rl.policy.config import ACTION_SOURCES, GROUP_REASONING, PolicyConfig, validate_policy_config
+from rl.policy.config import ACTION_SOURCES, FLOW_STARTS, GROUP_REASONING, PolicyConfig, validate_policy_config
 from sim.conventions import SAMPLE_TYPES
 
-# Each enumeration of the config is defined here once (ACTION_SOURCES, GROUP_REASONING: rl.policy.config; sample
-# types: sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported wherever it is checked.
+# Each enumeration of the config is defined here once (ACTION_SOURCES, GROUP_REASONING, FLOW_STARTS:
+# rl.policy.config; sample types: sim.conventions; NAVSIM versions: rewards.pdm.scorer.VERSIONS) and imported
+# wherever it is checked.
 KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA's choice)
 TRAIN_TARGETS = ("vlm", "expert", "joint")
 FLOW_TARGETS = ("expert", "joint")  # the train targets whose objective needs the expert's flow chains
@@ -109,6 +110,10 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     flow_noise: float = 0.5  # a in spanvla.md 2.4 (0: deterministic Euler)
+    # "noisy": each flow starts at a_his + sigma0 eps, a random start its log-probability does not score.
+    # "prior": at a_his, where evaluation's deterministic flow starts; the samples differ only through the scored
+    # stochastic steps, so the ratio sees all of a sample's randomness and they spread around the evaluated plan.
+    flow_start: str = "noisy"
     # "sampled": each of the G samples reasons on its own at `temperature` (what train_target vlm / joint train).
     # "greedy" (train_target expert only): the group shares the greedy trace that evaluation decodes, so its G
     # plans differ only in the flow's noise - the expert trains in the context it is evaluated in, its advantages
@@ -353,6 +358,8 @@ class TrainConfig:
         reasoning = ("auto", *GROUP_REASONING)
         if self.rollout.group_reasoning not in reasoning:
             raise ConfigError(f"rollout.group_reasoning={self.rollout.group_reasoning!r}: expected one of {reasoning}")
+        if self.rollout.flow_start not in FLOW_STARTS:
+            raise ConfigError(f"rollout.flow_start={self.rollout.flow_start!r}: expected one of {FLOW_STARTS}")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:

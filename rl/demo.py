@@ -19,12 +19,15 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from rl.config import TrainConfig
 from rl.config_io import ConfigError, load_config
 from rl.tracking import setup_console_logging
 from sim.conventions import VERSIONS
+
+if TYPE_CHECKING:
+    from rl.evaluate import PreparedScenes
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +123,13 @@ def stage_grpo(cfg: TrainConfig, paths: PipelinePaths) -> Path:
     return ckpt.latest() / "policy"
 
 
-def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, dict]) -> dict:
-    """Evaluate each planner on the test split's positive scenes with v1 and v2; cached per planner."""
-    from rl.evaluate import run_evaluation
+def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, dict],
+                   prepared: Optional["PreparedScenes"] = None) -> dict:
+    """Evaluate each planner on the test split's positive scenes with v1 and v2; cached per planner. `prepared`
+    (of the test split) prepares each scene once for every planner and stage."""
+    from rl.evaluate import PreparedScenes, run_evaluation
 
+    prepared = prepared if prepared is not None else PreparedScenes(paths.split("test"))
     results = {}
     for name, spec in planners.items():
         done = [paths.eval / name / v / "summary.json" for v in VERSIONS]
@@ -131,12 +137,13 @@ def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, d
             results[name] = {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)}
         else:
             results[name] = run_evaluation(str(paths.split("test")), str(paths.eval / name), VERSIONS,
-                                           sample_types=["pos"], **spec)
+                                           sample_types=["pos"], prepared=prepared, **spec)
     return results
 
 
 def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
     """Run every stage (reusing finished ones unless `fresh`); returns the evaluation results."""
+    from rl.evaluate import PreparedScenes
     from rl.report import write_report
 
     if fresh and out.exists():
@@ -163,11 +170,12 @@ def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
         "sft_tokens": {"checkpoint": sft_policy, "action_source": "tokens"},
         "sft_expert": {"checkpoint": sft_policy, "action_source": "expert"},
     }
-    timed("evaluate_sft", stage_evaluate, cfg, paths, planners)
+    prepared = PreparedScenes(paths.split("test"))  # both evaluation stages score the same scenes
+    timed("evaluate_sft", stage_evaluate, cfg, paths, planners, prepared)
     grpo_policy = timed("grpo", stage_grpo, cfg, paths)
     source = "tokens" if cfg.rollout.action_source == "tokens" else "expert"
     planners[f"grpo_{source}"] = {"checkpoint": str(grpo_policy), "action_source": source}
-    results = timed("evaluate_grpo", stage_evaluate, cfg, paths, planners)
+    results = timed("evaluate_grpo", stage_evaluate, cfg, paths, planners, prepared)
     timed("report", write_report, paths, results, codebook, cfg, f"sft_{source}", f"grpo_{source}")
     (paths.report / "timings.json").write_text(json.dumps(timings, indent=1))
     return results

@@ -24,7 +24,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from rl.policy.config import ACTION_SOURCES
 from rl.tracking import strict_json
 from sim.conventions import SAMPLE_TYPES
 from sim.scene import Scene
+
+if TYPE_CHECKING:
+    from rewards.pdm.scorer import PDMScorer, PreparedScene
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +195,37 @@ def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_sour
 
 # --- scoring --------------------------------------------------------------------------------------------------
 
+class PreparedScenes:
+    """The plan-independent part of scoring (`PDMScorer.prepare`: map, occupancy, PDM-Closed), kept per
+    (scene token, NAVSIM version) for the scenes of one source, so that evaluating several planners on one split
+    prepares each scene once (it is most of a baseline's scoring time). Holds about 60 kB per scene and version.
+    """
+
+    def __init__(self, source: Optional[str | Path] = None):
+        self.source = Path(source).resolve() if source is not None else None  # None: not tied to a path
+        self._prepared: dict[tuple[str, str], "PreparedScene"] = {}
+
+    def __len__(self) -> int:
+        return len(self._prepared)
+
+    def get(self, scorer: "PDMScorer", scene: Scene) -> "PreparedScene":
+        """`scorer.prepare(scene)`, computed on the first request for its token and version."""
+        key = (scene.token, scorer.version)
+        if key not in self._prepared:
+            self._prepared[key] = scorer.prepare(scene)
+        return self._prepared[key]
+
+
 def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, versions: Sequence[str] = ("v1",),
-             batch_size: int = 8, show_progress: bool = True) -> dict[str, pd.DataFrame]:
+             batch_size: int = 8, show_progress: bool = True,
+             prepared: Optional[PreparedScenes] = None) -> dict[str, pd.DataFrame]:
     """Plan every scene once and score it with each NAVSIM version: {version: one row per scene (NAVSIM columns
-    + family, sample_type, error)}; failed scenes have valid = False and their error."""
+    + family, sample_type, error)}; failed scenes have valid = False and their error. `prepared` keeps the
+    scenes' preparation for later evaluations of the same scenes (a fresh one by default)."""
     from rewards.pdm import PDMScorer
 
     scorers = {v: PDMScorer(v) for v in versions}
+    prepared = prepared if prepared is not None else PreparedScenes()
     rows: dict[str, list] = {v: [] for v in versions}
 
     def failed(token, family, sample_type, error, version):
@@ -222,7 +249,8 @@ def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, versions: Se
                     if plan is not None:
                         try:
                             scorer = scorers[v]
-                            result = scorer.score(scorer.prepare(scene), plan[None], interval_s=planner.interval_s)[0]
+                            result = scorer.score(prepared.get(scorer, scene), plan[None],
+                                                  interval_s=planner.interval_s)[0]
                             names = columns_for(v)
                             row.update({names[k]: (math.nan if result.get(k) is None else float(result[k])) for k in names})
                             row["valid"], row["error"] = True, None
@@ -311,12 +339,15 @@ def write_results(out: str | Path, frame: pd.DataFrame, summary: dict) -> None:
 def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("v1",), checkpoint: Optional[str] = None,
                    baseline: Optional[str] = None, action_source: Optional[str] = None,
                    sample_types: Optional[Sequence[str]] = None, batch_size: int = 8,
-                   show_progress: bool = True) -> dict[str, dict]:
+                   show_progress: bool = True, prepared: Optional[PreparedScenes] = None) -> dict[str, dict]:
     """Evaluate (planning each scene once) and return {version: summary}. With `out`, writes results.csv and
-    summary.json there (one version) or under <out>/<version>/ (several)."""
+    summary.json there (one version) or under <out>/<version>/ (several). `prepared`, shared by evaluations of
+    the same `scenes`, prepares each scene once for all of them."""
+    if prepared is not None and prepared.source != Path(scenes).resolve():
+        raise ValueError(f"--scenes {scenes}: the prepared scenes given are those of {prepared.source}")
     planner = load_planner(checkpoint, baseline, action_source)
     total, stream = iter_scenes(scenes, sample_types)
-    frames = evaluate(planner, stream, total, versions, batch_size, show_progress)
+    frames = evaluate(planner, stream, total, versions, batch_size, show_progress, prepared)
     summaries = {}
     for version, frame in frames.items():
         if frame.empty:

@@ -56,6 +56,12 @@ def test_greedy_group_reasoning_serves_the_expert_alone(target):
             for t, s in (("expert", "expert"), ("joint", "expert"), ("vlm", "tokens"))] == ["greedy", "sampled", "sampled"]
 
 
+def test_flow_start_is_one_of_the_named_starts():
+    with pytest.raises(ConfigError, match=r"rollout.flow_start='zero': expected one of \('noisy', 'prior'\)"):
+        _config("rollout.flow_start=zero")
+    assert _config("rollout.flow_start=prior").rollout.flow_start == "prior"
+
+
 def test_unknown_sample_types_name_the_key_and_the_valid_set():
     with pytest.raises(ConfigError, match=r"sft.sample_types: unknown sample type\(s\) \['positive'\].*'pos', 'neg', 'rec'"):
         _config("sft.sample_types=[positive,rec]")

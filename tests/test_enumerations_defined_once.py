@@ -15,11 +15,11 @@ def test_every_enumeration_is_spelled_out_once():
     from rewards.shaping import REGIONS
     from rl.config import REFERENCE_MODES, RESUME_MODES, TRAIN_TARGETS
     from rl.config import KL_ESTIMATORS
-    from rl.policy.config import ACTION_SOURCES, GROUP_REASONING
+    from rl.policy.config import ACTION_SOURCES, FLOW_STARTS, GROUP_REASONING
     from sim.conventions import SAMPLE_TYPES, VERSIONS
 
     enumerations = [TRAIN_TARGETS, ACTION_SOURCES, KL_ESTIMATORS, VERSIONS, SAMPLE_TYPES, REGIONS, SYNC_BACKENDS,
-                    REFERENCE_MODES, RESUME_MODES, GROUP_REASONING]
+                    REFERENCE_MODES, RESUME_MODES, GROUP_REASONING, FLOW_STARTS]
     wanted = {frozenset(e): e for e in enumerations}
     places = defaultdict(list)
     for package in PACKAGES:

@@ -77,6 +77,38 @@ def test_evaluation_reports_failed_scenes_instead_of_dropping_them(tmp_path):
     assert not frame.loc["bad", "valid"] and np.isnan(frame.loc["bad", "score"])
 
 
+def test_planners_sharing_prepared_scenes_score_as_alone_and_prepare_each_scene_once(tmp_path, monkeypatch):
+    """Evaluations of one split that share a `PreparedScenes` give the rows of separate evaluations, and the
+    second prepares nothing; a preparation of another split is refused."""
+    from rewards.pdm import PDMScorer
+    from rl.evaluate import PreparedScenes, run_evaluation
+    from sim.scenarios import make_scene
+    from sim.scene_json import write_scene_json
+
+    (tmp_path / "scenes").mkdir()
+    for i, family in enumerate(("lane_follow", "lead_braking", "cut_in")):
+        write_scene_json(tmp_path / "scenes" / f"{family}.json", make_scene(family, i + 1))
+    scenes = str(tmp_path / "scenes")
+    alone = {b: run_evaluation(scenes, str(tmp_path / b), ("v1", "v2"), baseline=b, sample_types=None,
+                               show_progress=False) for b in ("constant_velocity", "ground_truth")}
+
+    calls = []
+    prepare = PDMScorer.prepare
+    monkeypatch.setattr(PDMScorer, "prepare", lambda self, scene: calls.append(scene.token) or prepare(self, scene))
+    prepared = PreparedScenes(scenes)
+    for b in ("constant_velocity", "ground_truth"):
+        shared = run_evaluation(scenes, str(tmp_path / f"{b}_shared"), ("v1", "v2"), baseline=b, sample_types=None,
+                                show_progress=False, prepared=prepared)
+        for v in ("v1", "v2"):
+            assert shared[v]["average"] == alone[b][v]["average"]
+            frame = pd.read_csv(tmp_path / f"{b}_shared" / v / "results.csv")
+            pd.testing.assert_frame_equal(frame, pd.read_csv(tmp_path / b / v / "results.csv"))
+        assert len(calls) == 6  # 3 scenes x 2 versions, all during the first planner's evaluation
+    assert len(prepared) == 6
+    with pytest.raises(ValueError, match="prepared scenes given are those of"):
+        run_evaluation(str(tmp_path), None, ("v1",), baseline="ground_truth", prepared=prepared)
+
+
 def test_a_wrong_config_key_names_the_key_and_suggests_the_right_one(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'rollout.num_wrkers'.*rollout.num_workers"):
         load_config(TrainConfig, "configs/tiny.yaml", ["rollout.num_wrkers=2"])

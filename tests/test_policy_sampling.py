@@ -128,6 +128,26 @@ def test_greedy_group_reasoning_shares_the_plans_trace_and_differs_only_in_the_f
         policy.sample_group(scene, 2, action_source="tokens", group_reasoning="greedy")
 
 
+def test_prior_flow_start_starts_every_sample_where_the_plan_starts_and_scores_all_their_noise(policy):
+    scene = make_policy_scene(8, slow=True)
+    prior = policy.sample_group(scene, 4, flow_noise=0.5, seed=2, group_reasoning="greedy", flow_start="prior")
+    noisy = policy.sample_group(scene, 4, flow_noise=0.5, seed=2, group_reasoning="greedy", flow_start="noisy")
+    starts = np.stack([s.chain.states[0] for s in prior.samples])
+    np.testing.assert_array_equal(starts, np.broadcast_to(starts[0], starts.shape))  # one start: a_his
+    assert len({s.chain.states[0].tobytes() for s in noisy.samples}) == 4  # a_his + sigma0 eps, one draw each
+    assert len({s.trajectory.tobytes() for s in prior.samples}) == 4  # the scored steps still differ
+    batch = policy.collate_completions([scene] * 4, [s.completion for s in prior.samples])
+    out = policy.flow_step_logprobs(batch, [s.chain for s in prior.samples])
+    np.testing.assert_allclose(out.logprobs.detach().numpy(), np.stack([s.chain.logprobs for s in prior.samples]),
+                               rtol=1e-5, atol=1e-4)
+    # The prior start at zero noise is the deterministic plan.
+    plan = policy.plan([scene])
+    for s in policy.sample_group(scene, 2, flow_noise=0.0, seed=3, group_reasoning="greedy", flow_start="prior").samples:
+        np.testing.assert_allclose(s.trajectory, plan.trajectories[0], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="flow_start='zero'"):
+        policy.sample_group(scene, 2, flow_noise=0.5, flow_start="zero")
+
+
 def test_batched_plan_equals_plans_one_by_one(policy):
     scenes = [make_policy_scene(7), make_policy_scene(8, slow=True), make_policy_scene(9)]
     collated = policy.collator().collate(scenes)

@@ -15,6 +15,9 @@ ACTION_SOURCES = ("tokens", "expert")
 # The reasoning a sampled group is conditioned on: one trace per sample at the sampling temperature, or one
 # greedy trace shared by the group (the one deterministic planning decodes).
 GROUP_REASONING = ("sampled", "greedy")
+# Where a sampled flow starts: at a_his + sigma0 eps (a random start the chain's log-probability does not score),
+# or at a_his itself, the start deterministic planning uses (every difference between samples is then scored).
+FLOW_STARTS = ("noisy", "prior")
 FLOW_INITS = ("history", "noise")
 
 

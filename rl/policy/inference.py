@@ -11,7 +11,7 @@ import torch
 
 from rl.policy import prompt as P
 from rl.policy.backbone import cache_layer_kv, prefix_positions, run_prefix
-from rl.policy.config import ACTION_SOURCES, GROUP_REASONING
+from rl.policy.config import ACTION_SOURCES, FLOW_STARTS, GROUP_REASONING
 from rl.policy.decoding import DecodeOptions, DecodeResult, generate
 from rl.policy.expert import ActionExpert
 from rl.policy.flow import draw_start, sample_flow
@@ -65,12 +65,12 @@ def _decode(policy, cache, logits, key_mask, next_position, action_source, tempe
 
 @torch.no_grad()
 def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torch.Tensor, velocity: torch.Tensor,
-               flow_noise: float = 0.0, generator: Optional[torch.Generator] = None):
+               flow_noise: float = 0.0, generator: Optional[torch.Generator] = None, flow_start: str = "noisy"):
     """The expert on a decoded cache (after `<action_gen>`): context, flow from the prior (a_his itself, or
-    a_his + sigma0 eps when `flow_noise` > 0 or for init noise), denormalisation.
-    -> (trajectories (B, N, 3) numpy ego frame, FlowSample, sigma0)."""
+    a_his + sigma0 eps when `flow_noise` > 0 and `flow_start` is "noisy", and always for init noise),
+    denormalisation. -> (trajectories (B, N, 3) numpy ego frame, FlowSample, sigma0)."""
     ctx = expert.context(cache_layer_kv(cache), decoded.key_mask, decoded.next_position, history)
-    noisy_start = flow_noise > 0.0 or expert.cfg.init == "noise"
+    noisy_start = (flow_noise > 0.0 and flow_start == "noisy") or expert.cfg.init == "noise"
     x0 = draw_start(ctx.prior, ctx.sigma0, noisy_start, generator)
     flow = sample_flow(lambda x, t: expert.velocity(x, t, ctx), x0, ctx.prior, ctx.sigma0, expert.cfg.num_steps,
                        flow_noise, generator)
@@ -124,12 +124,14 @@ def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, s
 
 def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temperature: float, top_p: float,
                  flow_noise: float, action_source: str, seed: Optional[int], generator: Optional[torch.Generator],
-                 max_reasoning_tokens: int, group_reasoning: str = "sampled") -> GroupSample:
+                 max_reasoning_tokens: int, group_reasoning: str = "sampled", flow_start: str = "noisy") -> GroupSample:
     """G samples of one scene: ONE prefill, the cache repeated G times, G reasoning traces sampled at
     `temperature` / `top_p`, then G flows with noise level `flow_noise` (a in spanvla.md 2.4; 0 =
     deterministic Euler from a_his) or the sampled action tokens decoded. With `group_reasoning` "greedy"
     the group shares ONE greedy trace (the one `plan` decodes), decoded before the cache is repeated, and
-    its G flows differ only in their noise. The same seed (or generator state) gives the same samples."""
+    its G flows differ only in their noise. `flow_start` "prior" starts each flow at a_his, as `plan` does,
+    instead of a_his + sigma0 eps ("noisy"; with `init: noise` the start is always drawn), so that the G flows
+    differ only through their scored transitions. The same seed (or generator state) gives the same samples."""
     _check_source(policy, action_source)
     if group_size < 1:
         raise ValueError(f"group_size={group_size}: must be >= 1")
@@ -139,6 +141,8 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
         raise ValueError("group_reasoning 'greedy' with action_source 'tokens' would give G identical plans")
     if not 0.0 <= flow_noise <= 1.0:
         raise ValueError(f"flow_noise={flow_noise}: the noise level a must lie in [0, 1]")
+    if flow_start not in FLOW_STARTS:
+        raise ValueError(f"flow_start={flow_start!r}: expected one of {FLOW_STARTS}")
     device = policy.device
     generator = _generator(device, seed, generator)
     timings = StageTimings()
@@ -164,7 +168,7 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
         _sync(device)
         start = time.perf_counter()
         trajectories, flow, sigma0 = run_expert(policy.expert, cache, decoded, repeat(inputs.history),
-                                                repeat(inputs.velocity), flow_noise, generator)
+                                                repeat(inputs.velocity), flow_noise, generator, flow_start)
         _sync(device)
         timings.trajectory_s = time.perf_counter() - start
     samples = []

@@ -192,13 +192,14 @@ class SpanVLAPolicy(nn.Module):
     def sample_group(self, scene: Scene, group_size: int, *, temperature: float = 1.0, top_p: float = 1.0,
                      flow_noise: float = 0.0, action_source: Optional[str] = None, seed: Optional[int] = None,
                      generator: Optional[torch.Generator] = None,
-                     max_reasoning_tokens: Optional[int] = None, group_reasoning: str = "sampled") -> GroupSample:
+                     max_reasoning_tokens: Optional[int] = None, group_reasoning: str = "sampled",
+                     flow_start: str = "noisy") -> GroupSample:
         """G samples of one scene with ONE prefill; deterministic under a fixed seed (see `inference.sample_group`)."""
         return inference.sample_group(
             self, scene, group_size, temperature=temperature, top_p=top_p, flow_noise=flow_noise,
             action_source=action_source or self.config.plan_source, seed=seed, generator=generator,
             max_reasoning_tokens=max_reasoning_tokens or self.config.max_reasoning_tokens,
-            group_reasoning=group_reasoning,
+            group_reasoning=group_reasoning, flow_start=flow_start,
         )
 
     # --- learner ------------------------------------------------------------------------------------------
