@@ -113,6 +113,8 @@ class RolloutConfig:
     # "noisy": each flow starts at a_his + sigma0 eps, a random start its log-probability does not score.
     # "prior": at a_his, where evaluation's deterministic flow starts; the samples differ only through the scored
     # stochastic steps, so the ratio sees all of a sample's randomness and they spread around the evaluated plan.
+    # "scored": drawn as "noisy", with the start's density N(x_0; a_his, sigma0^2) as the chain's first step: the
+    # ratio credits the draw, and the update moves a_his, where the evaluated plan starts.
     flow_start: str = "noisy"
     # "sampled": each of the G samples reasons on its own at `temperature` (what train_target vlm / joint train).
     # "greedy" (train_target expert only): the group shares the greedy trace that evaluation decodes, so its G
@@ -360,6 +362,9 @@ class TrainConfig:
             raise ConfigError(f"rollout.group_reasoning={self.rollout.group_reasoning!r}: expected one of {reasoning}")
         if self.rollout.flow_start not in FLOW_STARTS:
             raise ConfigError(f"rollout.flow_start={self.rollout.flow_start!r}: expected one of {FLOW_STARTS}")
+        if self.rollout.flow_start == "scored" and self.rollout.flow_noise == 0.0:
+            raise ConfigError("rollout.flow_start='scored' needs rollout.flow_noise > 0 (at 0 the start is a_his itself:"
+                              " there is no draw to score)")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:

@@ -57,9 +57,11 @@ def test_greedy_group_reasoning_serves_the_expert_alone(target):
 
 
 def test_flow_start_is_one_of_the_named_starts():
-    with pytest.raises(ConfigError, match=r"rollout.flow_start='zero': expected one of \('noisy', 'prior'\)"):
+    with pytest.raises(ConfigError, match=r"rollout.flow_start='zero': expected one of \('noisy', 'prior', 'scored'\)"):
         _config("rollout.flow_start=zero")
     assert _config("rollout.flow_start=prior").rollout.flow_start == "prior"
+    with pytest.raises(ConfigError, match=r"rollout.flow_start='scored' needs rollout.flow_noise > 0"):
+        _config("rollout.flow_start=scored", "rollout.flow_noise=0")
 
 
 def test_unknown_sample_types_name_the_key_and_the_valid_set():

@@ -148,6 +148,42 @@ def test_prior_flow_start_starts_every_sample_where_the_plan_starts_and_scores_a
         policy.sample_group(scene, 2, flow_noise=0.5, flow_start="zero")
 
 
+def test_a_scored_start_draws_as_the_noisy_one_and_adds_its_density_as_the_first_step(policy):
+    import math
+
+    import torch
+
+    scene = make_policy_scene(8, slow=True)
+    noisy = policy.sample_group(scene, 4, flow_noise=0.5, seed=2, group_reasoning="greedy", flow_start="noisy")
+    scored = policy.sample_group(scene, 4, flow_noise=0.5, seed=2, group_reasoning="greedy", flow_start="scored")
+    k = policy.config.expert.num_steps
+    for n, s in zip(noisy.samples, scored.samples):
+        np.testing.assert_array_equal(s.trajectory, n.trajectory)  # the same draws
+        assert s.chain.start_scored and not n.chain.start_scored
+        assert s.chain.logprobs.shape == (k + 1,) and n.chain.logprobs.shape == (k,)
+        np.testing.assert_array_equal(s.chain.logprobs[1:], n.chain.logprobs)
+        assert s.chain.stochastic[0]
+    # The first column is log N(x_0; a_his, sigma0^2 I): the starts' deviations from a_his give it back.
+    sigma0 = scored.samples[0].chain.sigma0
+    starts = np.stack([s.chain.states[0] for s in scored.samples]).astype(np.float64)
+    batch = policy.collate_completions([scene] * 4, [s.completion for s in scored.samples])
+    out = policy.flow_step_logprobs(batch, [s.chain for s in scored.samples])
+    recorded = np.stack([s.chain.logprobs for s in scored.samples])
+    np.testing.assert_allclose(out.logprobs.detach().numpy(), recorded, rtol=1e-5, atol=1e-4)
+    prior = out.means[:, 0].detach().numpy().astype(np.float64)  # the start column's mean: a_his
+    dims = starts[0].size
+    expected = (-0.5 * (((starts - prior) / sigma0) ** 2).reshape(4, -1).sum(1) - dims * math.log(sigma0)
+                - 0.5 * dims * math.log(2 * math.pi))
+    np.testing.assert_allclose(recorded[:, 0], expected, rtol=1e-5, atol=1e-3)
+    assert torch.allclose(out.stds[0], torch.tensor(sigma0))
+    # Its gradient reaches the expert's history prior (a_his), which the transitions alone move only at a > 0.
+    policy.expert.zero_grad()
+    out = policy.flow_step_logprobs(batch, [s.chain for s in scored.samples])
+    out.logprobs[:, 0].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in policy.expert.named_parameters()
+               if n.startswith("history_prior"))
+
+
 def test_batched_plan_equals_plans_one_by_one(policy):
     scenes = [make_policy_scene(7), make_policy_scene(8, slow=True), make_policy_scene(9)]
     collated = policy.collator().collate(scenes)

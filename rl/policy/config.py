@@ -16,8 +16,10 @@ ACTION_SOURCES = ("tokens", "expert")
 # greedy trace shared by the group (the one deterministic planning decodes).
 GROUP_REASONING = ("sampled", "greedy")
 # Where a sampled flow starts: at a_his + sigma0 eps (a random start the chain's log-probability does not score),
-# or at a_his itself, the start deterministic planning uses (every difference between samples is then scored).
-FLOW_STARTS = ("noisy", "prior")
+# at a_his itself, the start deterministic planning uses (every difference between samples is then scored), or at
+# a_his + sigma0 eps with the start's density scored as the chain's first step (the ratio credits the draw and
+# moves a_his, where the deterministic plan starts).
+FLOW_STARTS = ("noisy", "prior", "scored")
 FLOW_INITS = ("history", "noise")
 
 

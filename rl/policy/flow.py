@@ -20,6 +20,8 @@ x_0 it drew, so the reward variance due to eps is credited to the velocity field
 by SFT's prior loss rather than moved by GRPO. Scoring it would add log N(x_0; a_his, sigma0^2 I) as a
 step 0 of every chain (the rollout's recorded log-probs, the learner's, and the KL would all gain that
 column); at a = 0 from `init: history` the start is a_his itself and there is nothing to score.
+`score_start` (`rollout.flow_start: scored`) does exactly that: the chain's first column is then the start's
+log N(x_0; a_his, sigma0^2 I), with mean a_his and std sigma0, and the K transitions follow.
 """
 from __future__ import annotations
 
@@ -81,8 +83,9 @@ def draw_start(prior: torch.Tensor, sigma0: float, noisy: bool, generator: Optio
 @dataclass
 class FlowSample:
     """A denoising chain. chain: (B, K + 1, N, 3) x_0..x_K; logprobs: (B, K) fp32 of x_{k+1} | x_k;
-    means: (B, K, N, 3); stds: (K,); stochastic: (K,) bool, False where the step is deterministic. Every
-    tensor lives on the chain's device."""
+    means: (B, K, N, 3); stds: (K,); stochastic: (K,) bool, False where the step is deterministic. With the
+    start scored, every per-step tensor has K + 1 columns, the first the start's (x_0 | a_his). Every tensor
+    lives on the chain's device."""
 
     chain: torch.Tensor
     logprobs: torch.Tensor
@@ -95,9 +98,20 @@ class FlowSample:
         return self.chain[:, -1]
 
 
+def with_scored_start(flow: FlowSample, prior: torch.Tensor, sigma0: float) -> FlowSample:
+    """`flow` with the start's log N(x_0; prior, sigma0^2 I) as its first step column (gradients flow through
+    `prior`): the chain's log-probability then credits the start draw, and a ratio moves a_his."""
+    start = gaussian_logprob(flow.chain[:, 0], prior, sigma0)[:, None]
+    stds, stochastic = step_tensors([sigma0], flow.chain.device)
+    return FlowSample(flow.chain, torch.cat([start, flow.logprobs], 1), torch.cat([prior[:, None], flow.means], 1),
+                      torch.cat([stds, flow.stds]), torch.cat([stochastic, flow.stochastic]))
+
+
 def sample_flow(velocity: VelocityFn, x0: torch.Tensor, prior: torch.Tensor, sigma0: float, num_steps: int,
-                noise_level: float = 0.0, generator: Optional[torch.Generator] = None) -> FlowSample:
-    """Run the (stochastic) sampler from x0 (B, N, 3). noise_level 0 is the deterministic Euler sampler."""
+                noise_level: float = 0.0, generator: Optional[torch.Generator] = None,
+                score_start: bool = False) -> FlowSample:
+    """Run the (stochastic) sampler from x0 (B, N, 3). noise_level 0 is the deterministic Euler sampler.
+    `score_start`: x0 was drawn around `prior` with std sigma0, and its density is the chain's first column."""
     times = flow_times(num_steps).tolist()
     b = x0.shape[0]
     x = x0
@@ -117,15 +131,16 @@ def sample_flow(velocity: VelocityFn, x0: torch.Tensor, prior: torch.Tensor, sig
         chain.append(x)
         means.append(mean)
         stds.append(std)
-    return FlowSample(torch.stack(chain, 1), torch.stack(logprobs, 1), torch.stack(means, 1),
+    flow = FlowSample(torch.stack(chain, 1), torch.stack(logprobs, 1), torch.stack(means, 1),
                       *step_tensors(stds, x0.device))
+    return with_scored_start(flow, prior, sigma0) if score_start else flow
 
 
 def chain_logprobs(velocity: VelocityFn, chain: torch.Tensor, prior: torch.Tensor, sigma0: float,
-                   noise_level: float) -> FlowSample:
+                   noise_level: float, score_start: bool = False) -> FlowSample:
     """Recompute, for a given chain (B, K + 1, N, 3), each transition's mean and log-probability under the
-    current velocity field (gradients flow through `velocity` and `prior`). The learner's side of
-    `sample_flow`: same chain, same weights -> the same log-probabilities."""
+    current velocity field (gradients flow through `velocity` and `prior`), and the start's with
+    `score_start`. The learner's side of `sample_flow`: same chain, same weights -> the same log-probabilities."""
     num_steps = chain.shape[1] - 1
     times = flow_times(num_steps).tolist()
     b = chain.shape[0]
@@ -140,7 +155,8 @@ def chain_logprobs(velocity: VelocityFn, chain: torch.Tensor, prior: torch.Tenso
                         else torch.zeros(b, device=x.device, dtype=torch.float32))
         means.append(mean)
         stds.append(std)
-    return FlowSample(chain, torch.stack(logprobs, 1), torch.stack(means, 1), *step_tensors(stds, chain.device))
+    flow = FlowSample(chain, torch.stack(logprobs, 1), torch.stack(means, 1), *step_tensors(stds, chain.device))
+    return with_scored_start(flow, prior, sigma0) if score_start else flow
 
 
 def sample_training_time(batch: int, logit_mean: float, logit_std: float, device=None,

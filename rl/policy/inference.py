@@ -67,13 +67,14 @@ def _decode(policy, cache, logits, key_mask, next_position, action_source, tempe
 def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torch.Tensor, velocity: torch.Tensor,
                flow_noise: float = 0.0, generator: Optional[torch.Generator] = None, flow_start: str = "noisy"):
     """The expert on a decoded cache (after `<action_gen>`): context, flow from the prior (a_his itself, or
-    a_his + sigma0 eps when `flow_noise` > 0 and `flow_start` is "noisy", and always for init noise),
-    denormalisation. -> (trajectories (B, N, 3) numpy ego frame, FlowSample, sigma0)."""
+    a_his + sigma0 eps when `flow_noise` > 0 and `flow_start` is "noisy" or "scored", and always for init
+    noise; "scored" adds the start's density as the chain's first step), denormalisation.
+    -> (trajectories (B, N, 3) numpy ego frame, FlowSample, sigma0)."""
     ctx = expert.context(cache_layer_kv(cache), decoded.key_mask, decoded.next_position, history)
-    noisy_start = (flow_noise > 0.0 and flow_start == "noisy") or expert.cfg.init == "noise"
+    noisy_start = (flow_noise > 0.0 and flow_start != "prior") or expert.cfg.init == "noise"
     x0 = draw_start(ctx.prior, ctx.sigma0, noisy_start, generator)
     flow = sample_flow(lambda x, t: expert.velocity(x, t, ctx), x0, ctx.prior, ctx.sigma0, expert.cfg.num_steps,
-                       flow_noise, generator)
+                       flow_noise, generator, score_start=noisy_start and flow_start == "scored")
     trajectories = expert.normalizer.denormalize(flow.final.float(), velocity.float())
     return trajectories.cpu().double().numpy(), flow, ctx.sigma0
 
@@ -131,7 +132,8 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
     the group shares ONE greedy trace (the one `plan` decodes), decoded before the cache is repeated, and
     its G flows differ only in their noise. `flow_start` "prior" starts each flow at a_his, as `plan` does,
     instead of a_his + sigma0 eps ("noisy"; with `init: noise` the start is always drawn), so that the G flows
-    differ only through their scored transitions. The same seed (or generator state) gives the same samples."""
+    differ only through their scored transitions; "scored" draws the start as "noisy" does and records its
+    density as the chain's first step. The same seed (or generator state) gives the same samples."""
     _check_source(policy, action_source)
     if group_size < 1:
         raise ValueError(f"group_size={group_size}: must be >= 1")
@@ -178,7 +180,8 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
         chain = None
         if flow is not None:
             chain = FlowChain(flow.chain[g].float().cpu().numpy(), flow.logprobs[g].cpu().numpy(),
-                              flow.stochastic.cpu().numpy(), float(flow_noise), float(sigma0))
+                              flow.stochastic.cpu().numpy(), float(flow_noise), float(sigma0),
+                              start_scored=flow.logprobs.shape[1] > flow.chain.shape[1] - 1)
             trajectory = trajectories[g]
         else:
             trajectory = policy.tokens_to_trajectory(out.action_tokens)

@@ -31,13 +31,15 @@ class StageTimings:
 class FlowChain:
     """The expert's denoising chain of one sample. states (K + 1, N, 3) float32 x_0..x_K (normalised space);
     logprobs (K,) float32 of x_{k+1} | x_k; stochastic (K,) bool (False: a deterministic step, logprob 0);
-    noise_level: the sampler's a; sigma0: the prior's std around a_his."""
+    noise_level: the sampler's a; sigma0: the prior's std around a_his. start_scored: logprobs and
+    stochastic have K + 1 entries, the first the start's log N(x_0; a_his, sigma0^2 I)."""
 
     states: np.ndarray
     logprobs: np.ndarray
     stochastic: np.ndarray
     noise_level: float
     sigma0: float
+    start_scored: bool = False
 
 
 @dataclass

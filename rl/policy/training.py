@@ -111,10 +111,11 @@ def token_logprobs(policy: "SpanVLAPolicy", batch: PolicyInputs, temperature: fl
 
 
 def _chain_tensor(chains: Chains, noise_level: Optional[float], sigma0: float, device, dtype):
+    """(states (B, K + 1, N, 3), noise level, whether the chains' starts are scored)."""
     if isinstance(chains, torch.Tensor):
         if noise_level is None:
             raise ValueError("noise_level is needed when chains are given as a tensor")
-        return chains.to(device, dtype), float(noise_level)
+        return chains.to(device, dtype), float(noise_level), False
     levels = {c.noise_level for c in chains}
     if noise_level is None:
         if len(levels) != 1:
@@ -123,17 +124,21 @@ def _chain_tensor(chains: Chains, noise_level: Optional[float], sigma0: float, d
     for c in chains:
         if abs(c.sigma0 - sigma0) > 1e-9:
             raise ValueError(f"a chain was sampled with sigma0={c.sigma0}, the expert's is {sigma0}")
+    scored = {c.start_scored for c in chains}
+    if len(scored) != 1:
+        raise ValueError("some chains score their start and some do not (rollout.flow_start changed mid-batch)")
     # np.stack copies: chains arrive through the object store as read-only arrays torch would warn about.
-    return torch.from_numpy(np.stack([c.states for c in chains])).to(device, dtype), float(noise_level)
+    return torch.from_numpy(np.stack([c.states for c in chains])).to(device, dtype), float(noise_level), scored.pop()
 
 
 def _flow_logprobs(policy, batch, next_position, layer_kv, chains: Chains, noise_level, kv_grad: bool) -> FlowLogprobs:
     expert = policy.expert
     ctx = expert.context(layer_kv, batch.attention_mask, next_position, batch.history, detach=not kv_grad)
-    chain, level = _chain_tensor(chains, noise_level, ctx.sigma0, policy.device, torch.float32)
+    chain, level, start_scored = _chain_tensor(chains, noise_level, ctx.sigma0, policy.device, torch.float32)
     if chain.shape[0] != batch.batch_size:
         raise ValueError(f"{chain.shape[0]} chains for a batch of {batch.batch_size}")
-    out = chain_logprobs(lambda x, t: expert.velocity(x, t, ctx), chain, ctx.prior, ctx.sigma0, level)
+    out = chain_logprobs(lambda x, t: expert.velocity(x, t, ctx), chain, ctx.prior, ctx.sigma0, level,
+                         score_start=start_scored)
     return FlowLogprobs(out.logprobs, out.means, out.stds, out.stochastic)
 
 
