@@ -63,11 +63,8 @@ class ScorerWorker:
         """NAVSIM's full result rows (sub-scores) for plans (G, N, 3) of one scene; raises on bad input."""
         from rewards.pdm import PDMScorer
 
-        cache = self._cache(scene.token)
         scorer = PDMScorer(version)
-        prepared = cache.get(f"pdm/{version}")
-        if prepared is None:
-            prepared = cache[f"pdm/{version}"] = scorer.prepare(scene)
+        prepared = scorer.prepare_cached(scene, self._cache(scene.token))
         return scorer.score(prepared, np.asarray(trajectories, dtype=np.float64), interval_s=interval_s)
 
 

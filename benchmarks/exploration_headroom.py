@@ -56,14 +56,15 @@ def measure(policy: SpanVLAPolicy, scenes, group_size: int, samplers: Sequence[t
             group = policy.sample_group(scene, group_size, temperature=1.0, top_p=1.0, flow_noise=noise,
                                         action_source="expert", seed=seed + i, group_reasoning="greedy",
                                         flow_start=start)
-            results = scorer.score(prepared, np.stack([s.trajectory for s in group.samples]))
+            plans = [s.trajectory for s in group.samples]
+            results = scorer.score(prepared, np.stack(plans))
             scores = np.array([r["PDMS"] for r in results])
             nc = np.array([r["NC"] for r in results])
             dac = np.array([r["DAC"] for r in results])
             row[_column(start, noise)] = {"mean": float(scores.mean()), "best": float(scores.max()),
                                           "stuck": bool((nc == 0).all() or (dac == 0).all()),
                                           "spread": float(scores.std()),
-                                          "inside": _inside_share(scene, [s.trajectory for s in group.samples])}
+                                          "inside": _inside_share(scene, plans)}
         rows.append(row)
     return rows
 

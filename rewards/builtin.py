@@ -160,9 +160,7 @@ def pdms(batch: list[ScoringInput], version: str = "v1") -> list[dict]:
     for (token, _, interval_s), indices in by_scene.items():
         first = batch[indices[0]]
         try:
-            prepared = first.cache.get(f"pdm/{version}")
-            if prepared is None:
-                prepared = first.cache[f"pdm/{version}"] = scorer.prepare(first.scene)
+            prepared = scorer.prepare_cached(first.scene, first.cache)
         except Exception as err:  # the scene, not a plan, is at fault: its own plans are unscorable
             for i in indices:
                 out[i] = {"error": f"scene {token!r}: {type(err).__name__}: {err}"}

@@ -203,17 +203,15 @@ class PreparedScenes:
 
     def __init__(self, source: Optional[str | Path] = None):
         self.source = Path(source).resolve() if source is not None else None  # None: not tied to a path
-        self._prepared: dict[tuple[str, str], "PreparedScene"] = {}
+        self._per_scene: dict[str, dict] = {}  # token -> that scene's cache (`PDMScorer.prepare_cached`)
 
     def __len__(self) -> int:
-        return len(self._prepared)
+        """How many (scene, version) preparations are kept."""
+        return sum(len(c) for c in self._per_scene.values())
 
     def get(self, scorer: "PDMScorer", scene: Scene) -> "PreparedScene":
         """`scorer.prepare(scene)`, computed on the first request for its token and version."""
-        key = (scene.token, scorer.version)
-        if key not in self._prepared:
-            self._prepared[key] = scorer.prepare(scene)
-        return self._prepared[key]
+        return scorer.prepare_cached(scene, self._per_scene.setdefault(scene.token, {}))
 
 
 def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, versions: Sequence[str] = ("v1",),

@@ -120,6 +120,14 @@ class PDMScorer:
                 prepared.previous_states = simulate(prev.ego, prev_plan)[0]
         return prepared
 
+    def prepare_cached(self, scene: Scene, cache: dict) -> PreparedScene:
+        """`prepare(scene)`, kept in `cache` (a dict holding this scene's per-scene work) under "pdm/<version>"
+        and reused from there: the scorer workers' reward and evaluation and `rl.evaluate` share it."""
+        key = f"pdm/{self.version}"
+        if key not in cache:
+            cache[key] = self.prepare(scene)
+        return cache[key]
+
     def _reference_rollout(self, ego: EgoState, cached: np.ndarray) -> np.ndarray:
         """Simulate the cached PDM-Closed trajectory (51, 3), ego frame at t = 0 ... 5 s, at t = 0 ... 4 s."""
         poses = relative_to_absolute(ego.pose, cached)
