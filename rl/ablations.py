@@ -7,8 +7,9 @@ Every study starts from the demo run's data, codebook and SFT policies and write
 (a table) and .json; the test split's positive scenes are scored with NAVSIM v1 (PDMS) and v2 (EPDMS).
 Pass the demo's own overrides (e.g. its `seed=`) so that the studies' runs are the demo's recipe.
 - headline:     GRPO (the config's recipe) with several seeds against the SFT policy (relative PDMS gain), the
-                shaping terms at the start of GRPO, at-fault collisions per negative-prone family, and SFT on
-                the perfect expert's plans when the imitation study has run;
+                shaping terms at the start of GRPO, at-fault collisions per negative-prone family, SFT on the
+                perfect expert's plans when the imitation study has run, and per family the share of SFT's
+                gap to the logged human drive that GRPO closes (`family_gaps`);
 - sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries, each with
                 every seed; the ordering SFT < pos < pos+neg < pos+neg+rec against the pooled seed std;
 - imitation:    SFT on the logged human drives (the demo's, `sft.target: log`) against SFT on the expert's
@@ -207,7 +208,7 @@ def _table(rows: list[dict]) -> str:
         cells = []
         for k in keys:
             v = r.get(k, "")
-            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+            cells.append(f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -217,6 +218,38 @@ def _by_family(results: dict, families) -> dict[str, dict]:
     by = results["v1"]["by_family"]
     return {f: {"PDMS": by[f]["score"], "collisions": by[f]["at_fault_collision_rate"], "scenes": by[f]["num_scenes"]}
             for f in families if f in by}
+
+
+# A family's gap to the human log counts only when the log drives it better than SFT by more than this (PDMS):
+# below it the share closed is a ratio of noise (and where SFT beats the log there is no gap to close).
+MIN_GAP = 0.02
+
+
+def family_gaps(sft: dict, grpo: list[dict], human_log: dict, perfect: Optional[dict] = None,
+                min_gap: float = MIN_GAP) -> dict[str, dict]:
+    """Per family (and "all"): how much of SFT's gap to the logged human drive GRPO closes.
+
+    Each argument is an evaluation's v1 summary (`{"average": ..., "by_family": ...}`); `grpo` one per seed
+    (their PDMS averaged). "gap closed" = (GRPO - SFT) / (log - SFT): 1 = GRPO drives the family as well as
+    the human log, 0 = no better than SFT, < 0 worse; None where the log leads SFT by no more than `min_gap`.
+    `perfect` (SFT on the expert's plans, the ceiling of imitation) adds its PDMS beside them.
+    """
+    def score(summary: dict, family: str) -> float:
+        return summary["average"]["score"] if family == "all" else summary["by_family"][family]["score"]
+
+    families = [f for f in sorted(sft["by_family"]) if f in human_log["by_family"]
+                and all(f in g["by_family"] for g in grpo)] + ["all"]
+    out = {}
+    for f in families:
+        before, log = score(sft, f), score(human_log, f)
+        after = float(np.mean([score(g, f) for g in grpo]))
+        row = {"scenes": (sft["average"] if f == "all" else sft["by_family"][f])["num_scenes"],
+               "log PDMS": log, "SFT PDMS": before, "GRPO PDMS": after}
+        if perfect is not None and (f == "all" or f in perfect["by_family"]):
+            row["SFT on expert's plans PDMS"] = score(perfect, f)
+        row["gap closed"] = (after - before) / (log - before) if log - before > min_gap else None
+        out[f] = row
+    return out
 
 
 def _sft_on_expert_plans(cfg: TrainConfig, paths: PipelinePaths, out: Path) -> Path:
@@ -257,6 +290,10 @@ def _headline(cfg, paths, out, seeds, sft, rows, extra) -> None:
                        "GRPO PDMS": float(np.mean([a["PDMS"] for a in after])), "SFT collisions": before["collisions"],
                        "GRPO collisions": mean_after, "no worse": bool(mean_after <= before["collisions"] + 1e-9)}
     extra["negative_prone_families"] = families
+    human_log = _finished_evaluation(paths.eval / "human_log")  # the demo's baseline: what SFT imitates
+    if human_log is not None:
+        extra["families"] = family_gaps(sft["v1"], [e["v1"] for e in evals], human_log["v1"],
+                                        perfect["v1"] if perfect is not None else None)
 
 
 def _sample_types(cfg, paths, out, seeds, sft, rows, extra) -> None:

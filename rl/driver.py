@@ -151,7 +151,7 @@ class GRPODriver:
         else:
             batch = self._sample_and_score(self._requests(self.step), timer)
         requests, rollouts, scores = batch.requests, batch.rollouts, batch.scores
-        sampled = {**rollout_metrics(rollouts, self.policy_version),
+        sampled = {**rollout_metrics(rollouts),
                    **version_metrics(rollouts, self.policy_version, g.max_staleness)}
 
         # advantages over each group, judged on the total reward: groups with fewer than 2 scorable samples or
@@ -271,11 +271,9 @@ class GRPODriver:
                            failures, examples)
 
     def _sync_weights(self) -> dict:
-        timer = PhaseTimer()
-        with timer("push"):
-            num_bytes = self.actors.push_weights(self.policy_version)
-        return {"sync/seconds": timer.seconds["push"], "sync/bytes": float(num_bytes),
-                "sync/policy_version": float(self.policy_version)}
+        """Pushes the learner's weights to the rollout workers (timed by the caller as `timing/sync_s`)."""
+        num_bytes = self.actors.push_weights(self.policy_version)
+        return {"sync/bytes": float(num_bytes), "sync/policy_version": float(self.policy_version)}
 
     def evaluate(self) -> dict:
         """Deterministic plans of the current policy on the val split, scored by NAVSIM's scorer."""

@@ -1,5 +1,6 @@
 """The ablation studies' pure parts: the ordering check against the pooled seed std, the shaping metrics read
-from a GRPO run, and the per-family share of logged mistakes in a split."""
+from a GRPO run, the per-family share of logged mistakes in a split, and the share of SFT's gap to the human log
+that GRPO closes."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from rl.ablations import logged_mistake_rates, ordering, shaping_metrics
+from rl.ablations import family_gaps, logged_mistake_rates, ordering, shaping_metrics
 from sim.generate import GeneratorOptions, generate_dataset
 from sim.scenarios.human import HumanLogs
 
@@ -68,3 +69,26 @@ def test_result_json_writes_nan_and_infinity_as_null_for_strict_readers():
     payload = {"rows": [{"PDMS": np.float32(0.75), "PDMS std": float("nan")}], "ratio": float("inf"), "seeds": (1, 2)}
     parsed = json.loads(strict_json(payload), parse_constant=refuse)
     assert parsed == {"rows": [{"PDMS": 0.75, "PDMS std": None}], "ratio": None, "seeds": [1, 2]}
+
+
+def _summary(average: float, families: dict[str, float], scenes: int = 10) -> dict:
+    return {"average": {"score": average, "num_scenes": scenes},
+            "by_family": {f: {"score": v, "num_scenes": scenes // 2} for f, v in families.items()}}
+
+
+def test_family_gaps_give_the_share_of_the_gap_to_the_human_log_that_grpo_closes():
+    sft = _summary(0.70, {"curve": 0.40, "cut_in": 0.80, "stop_sign": 0.92})
+    seeds = [_summary(0.75, {"curve": 0.38, "cut_in": 0.95, "stop_sign": 0.90}),
+             _summary(0.77, {"curve": 0.42, "cut_in": 0.97, "stop_sign": 0.94})]
+    log = _summary(0.90, {"curve": 0.98, "cut_in": 0.96, "stop_sign": 0.93})
+    gaps = family_gaps(sft, seeds, log)
+    assert list(gaps) == ["curve", "cut_in", "stop_sign", "all"]
+    assert gaps["cut_in"]["GRPO PDMS"] == pytest.approx(0.96)  # the seeds' mean
+    assert gaps["cut_in"]["gap closed"] == pytest.approx(1.0)  # as good as the log
+    assert gaps["curve"]["gap closed"] == pytest.approx(0.0, abs=1e-12)  # no better than SFT
+    assert gaps["all"]["gap closed"] == pytest.approx((0.76 - 0.70) / (0.90 - 0.70))
+    assert gaps["all"]["scenes"] == 10 and gaps["curve"]["scenes"] == 5
+    assert gaps["stop_sign"]["gap closed"] is None  # the log leads SFT by 0.01: no gap worth a ratio
+    assert "SFT on expert's plans PDMS" not in gaps["curve"]
+    perfect = _summary(0.72, {"curve": 0.30, "cut_in": 0.85, "stop_sign": 0.91})
+    assert family_gaps(sft, seeds, log, perfect)["curve"]["SFT on expert's plans PDMS"] == 0.30

@@ -58,7 +58,7 @@ def test_two_step_run_with_negative_and_recovery_samples_trains_logs_and_checkpo
     assert sum(r["rollout/groups_neg"] for r in steps) > 0 and sum(r["rollout/groups_rec"] for r in steps) > 0
     for r in steps:
         assert r["rollout/num_samples"] == 16
-        assert r["rollout/policy_version_lag"] == 0
+        assert r["rollout/staleness_max"] == 0
         assert 0.0 <= r["reward/pdms"] <= 1.0
         assert "reward/negative_l2" in r and "reward/recovery_l2" in r and "reward/cot_length" in r
         assert r["sync/policy_version"] == r["step"] - r.get("train/skipped", 0)

@@ -162,6 +162,11 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
         assert rows["GRPO seed 0"]["neg inside start"] == pytest.approx(sum(inside[:5]) / len(inside[:5]))
     for family, values in payload["negative_prone_families"].items():
         assert values["no worse"] == (values["GRPO collisions"] <= values["SFT collisions"] + 1e-9), family
+    # per family, the share of SFT's gap to the human log that the seeds' GRPO mean closes
+    gaps = payload["families"]
+    assert gaps["all"]["SFT PDMS"] == pytest.approx(results["sft_expert"]["v1"]["average"]["score"])
+    assert gaps["all"]["log PDMS"] == pytest.approx(results["human_log"]["v1"]["average"]["score"])
+    assert gaps["all"]["GRPO PDMS"] == pytest.approx(mean["PDMS"])
     assert "| GRPO seed 1 |" in (out / "ablations" / "headline.md").read_text()
 
 

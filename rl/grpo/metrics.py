@@ -11,8 +11,9 @@ V1_COLUMNS = ("NC", "DAC", "TTC", "EP", "C", "PDMS")
 V2_COLUMNS = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC", "EPDMS")
 
 
-def rollout_metrics(rollouts: list, policy_version: int) -> dict[str, float]:
-    """`rollout/`: samples, reasoning mode and length, sample types, version lag, stage timings."""
+def rollout_metrics(rollouts: list) -> dict[str, float]:
+    """`rollout/`: samples, reasoning mode and length, sample types, stage timings (the policy versions and their
+    staleness: `rl.driver.version_metrics`)."""
     samples = [s for r in rollouts for s in r.group.samples]
     if not samples:
         return {"rollout/num_groups": 0.0}
@@ -23,7 +24,6 @@ def rollout_metrics(rollouts: list, policy_version: int) -> dict[str, float]:
         "rollout/slow_mode_fraction": float(np.mean([s.mode == "slow" for s in samples])),
         "rollout/reasoning_chars": float(np.mean([len(s.reasoning) for s in samples])),
         "rollout/completion_tokens": float(np.mean([len(s.completion.token_ids) for s in samples])),
-        "rollout/policy_version_lag": float(max(policy_version - r.policy_version for r in rollouts)),
         "rollout/trajectory_spread_m": float(np.mean([_spread(r.group.trajectories) for r in rollouts])),
         "timing/rollout_group_s": float(np.mean([r.seconds for r in rollouts])),
         "timing/prefill_s": float(np.mean([r.group.timings.prefill_s for r in rollouts])),
