@@ -8,8 +8,10 @@ Every study starts from the demo run's data, codebook and SFT policies and write
 Pass the demo's own overrides (e.g. its `seed=`) so that the studies' runs are the demo's recipe.
 - headline:     GRPO (the config's recipe) with several seeds against the SFT policy (relative PDMS gain), the
                 shaping terms at the start of GRPO, at-fault collisions per negative-prone family, SFT on the
-                perfect expert's plans when the imitation study has run, and per family the share of SFT's
-                gap to the logged human drive that GRPO closes (`family_gaps`);
+                perfect expert's plans when the imitation study has run, per family the share of SFT's gap to
+                the logged human drive that GRPO closes (`family_gaps`), and the scene-blind baseline: SFT's
+                and each GRPO seed's plans driven slower, at the speed scale chosen on the validation split
+                (`slowed_evaluation`; a gain that survives it is more than driving slower);
 - sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries, each with
                 every seed; the ordering SFT < pos < pos+neg < pos+neg+rec against the pooled seed std;
 - imitation:    SFT on the logged human drives (the demo's, `sft.target: log`) against SFT on the expert's
@@ -54,6 +56,8 @@ SHAPING_KEYS = {"neg inside": "reward/negative_l2/inside_share", "neg term": "re
 # ... and the flow expert's trust region, read the same way: its KL to the SFT expert and the clipped share of steps.
 TRUST_REGION_KEYS = {"flow kl": "train/flow_kl", "clip fraction": "train/flow_clip_fraction"}
 SHAPING_WINDOW = 5
+# The speed scales a slowed plan may take (`rl.evaluate.slowed`), each policy's chosen on the validation split.
+SPEED_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 # The bridge study's variants: name -> (folder under <run>/ablations/bridge, changes to the config's expert).
 # The default (no changes) is the demo's own SFT expert. The last three vary the suffix layout: several poses
 # per expert token at NAVSIM's 8 poses, and a dense 4 s plan (40 poses at 0.1 s, scored at 0.1 s) with one
@@ -95,6 +99,27 @@ def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: 
     return _finished_evaluation(out) or run_evaluation(
         str(test), str(out), VERSIONS, checkpoint=str(policy_dir), action_source=action_source, sample_types=["pos"],
         prepared=_prepared_test_scenes(test))
+
+
+def slowed_evaluation(paths: PipelinePaths, policy_dir: Path, out: Path) -> tuple[dict, dict]:
+    """The scene-blind slow-down baseline of a policy: the speed scale of `SPEED_SCALES` whose slowed plans score
+    best on the validation split's positive scenes, and the test evaluation at that scale.
+    -> (test results {version: summary}, {"speed scale": chosen, "val PDMS": {scale: mean}}); both kept in `out`."""
+    from rl.evaluate import best_speed_scale, run_evaluation
+
+    chosen_file = out / "speed_scale.json"
+    if chosen_file.is_file():
+        chosen = json.loads(chosen_file.read_text())
+    else:
+        scale, means = best_speed_scale(str(policy_dir), str(paths.split("val")), SPEED_SCALES)
+        chosen = {"speed scale": scale, "val PDMS": {f"{s:g}": m for s, m in means.items()}}
+        out.mkdir(parents=True, exist_ok=True)
+        chosen_file.write_text(strict_json(chosen))
+    test = paths.split("test")
+    results = _finished_evaluation(out / "eval") or run_evaluation(
+        str(test), str(out / "eval"), VERSIONS, checkpoint=str(policy_dir), action_source="expert",
+        sample_types=["pos"], prepared=_prepared_test_scenes(test), speed_scale=chosen["speed scale"])
+    return results, chosen
 
 
 def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
@@ -271,14 +296,27 @@ def _headline(cfg, paths, out, seeds, sft, rows, extra) -> None:
     from rl.evaluate import NEGATIVE_PRONE_FAMILIES
 
     sft_score = sft["v1"]["average"]["score"]
-    runs, evals, shaping = [], [], []
+    runs, evals, shaping, grpo_dirs = [], [], [], []
     for seed in seeds:
         grpo_dir = _grpo_variant(cfg, paths, out / f"seed_{seed}", seed=seed)
+        grpo_dirs.append(grpo_dir)
         evals.append(_evaluate(paths, _final_policy(grpo_dir), out / f"seed_{seed}" / "eval", "expert"))
         shaping.append(shaping_metrics(grpo_dir / "metrics.jsonl"))
         runs.append({**_row(f"GRPO seed {seed}", evals[-1], sft_score), **shaping[-1]})
     rows.extend(runs)
     rows.append(_mean_row("GRPO", runs, sft_score))
+    # the scene-blind baseline: each policy's plans driven slower, at the scale that scores best on val
+    slowed_sft, chosen = slowed_evaluation(paths, paths.sft_expert / "policy", out / "sft_slowed")
+    scales = {"SFT": chosen}
+    rows.append(_row(f"SFT at {chosen['speed scale']:g} x speed (chosen on val)", slowed_sft, sft_score))
+    slowed_runs = []
+    for seed, grpo_dir in zip(seeds, grpo_dirs):
+        result, scales[f"GRPO seed {seed}"] = slowed_evaluation(paths, _final_policy(grpo_dir),
+                                                                out / f"seed_{seed}" / "slowed")
+        slowed_runs.append(_row(f"GRPO seed {seed} slowed", result, sft_score))
+    rows.append(_mean_row("GRPO at each seed's speed (chosen on val)", slowed_runs, sft_score))
+    extra["speed_scales"] = {name: {"speed scale": c["speed scale"], **{f"val PDMS x{s}": v for s, v in c["val PDMS"].items()}}
+                             for name, c in scales.items()}
     perfect = _finished_evaluation(paths.root / "ablations" / "imitation" / "eval")  # when the imitation study has run
     if perfect is not None:
         rows.append(_row("SFT on the expert's plans (perfect-expert logs)", perfect, sft_score))
@@ -374,7 +412,8 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
     text = _table(rows)
     for key, table in extra.items():
         if isinstance(table, dict):
-            text += f"\n\n## {key}\n\n" + _table([{"family": name, **values} for name, values in table.items()])
+            first = "policy" if key == "speed_scales" else "family"
+            text += f"\n\n## {key}\n\n" + _table([{first: name, **values} for name, values in table.items()])
         elif isinstance(table, list):
             text += f"\n\n## {key}\n\n" + _table(table)
         else:

@@ -2,6 +2,11 @@
 
     python -m rl.evaluate --checkpoint DIR --scenes DIR [--version v1|v2] [--out DIR]
     python -m rl.evaluate --baseline constant_velocity|ground_truth|human_log --scenes DIR [...]
+    python -m rl.evaluate --checkpoint DIR --scenes DIR --speed-scale 0.85 [...]
+
+`--speed-scale s` (0 < s <= 1) drives each of the policy's plans along its own path at s times its speed (pose k
+taken at time s * t_k): a scene-blind slow-down, the baseline that tells a learned gain from driving slower
+(`best_speed_scale` chooses s on a validation split).
 
 `--scenes`: a dataset written by `python -m sim.generate` (any seed; e.g. runs/demo/data/test), one of its shard
 files, a folder of scene JSON files (`../shared/spec/scene_json.md`) or one such file. Writes to --out:
@@ -154,29 +159,57 @@ BASELINE_PLANS = {"constant_velocity": constant_velocity_plan, "ground_truth": g
 
 @dataclass
 class Planner:
-    """Plans for a batch of scenes: the policy (expert or action tokens) or a baseline."""
+    """Plans for a batch of scenes: the policy (expert or action tokens) or a baseline; with `speed_scale` < 1
+    each plan is driven along its path at that fraction of its speed (`slowed`)."""
 
     name: str
     policy: object = None
     action_source: Optional[str] = None
     horizon: int = 8
     interval_s: float = 0.5
+    speed_scale: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """The planner as results name it: its name, and its speed scale when it slows its plans."""
+        return self.name if self.speed_scale == 1.0 else f"{self.name} at {self.speed_scale:g} x speed"
 
     def __call__(self, scenes: list[Scene]) -> np.ndarray:
         if self.policy is not None:
             missing = [s.token for s in scenes if not s.cameras or any(c.images is None for c in s.cameras)]
             if missing:
                 raise ValueError(f"scenes {missing[:3]} have no camera images: the policy needs them (baselines do not)")
-            return self.policy.plan(scenes, action_source=self.action_source).trajectories
-        make = BASELINE_PLANS[self.name]
-        return np.stack([make(s, self.horizon, self.interval_s) for s in scenes])
+            plans = self.policy.plan(scenes, action_source=self.action_source).trajectories
+        else:
+            make = BASELINE_PLANS[self.name]
+            plans = np.stack([make(s, self.horizon, self.interval_s) for s in scenes])
+        return slowed(plans, self.speed_scale, self.interval_s)
 
 
-def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_source: Optional[str]) -> Planner:
+def check_speed_scale(speed_scale: float) -> float:
+    if not 0.0 < speed_scale <= 1.0:
+        raise ValueError(f"--speed-scale {speed_scale}: must lie in (0, 1] (a plan is only known up to its last pose)")
+    return float(speed_scale)
+
+
+def slowed(plans: np.ndarray, speed_scale: float, interval_s: float) -> np.ndarray:
+    """Plans (..., N, 3) (ego frame, a pose every `interval_s`) driven along the same path at `speed_scale` times
+    their speed: pose k becomes the plan's pose at time speed_scale * t_k (linear interpolation, the origin at
+    t = 0). Scale 1 returns the plans unchanged."""
+    from rl.policy.trajectory import resample_poses
+
+    if check_speed_scale(speed_scale) == 1.0:
+        return plans
+    return resample_poses(plans, interval_s, plans.shape[-2], interval_s * speed_scale)
+
+
+def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_source: Optional[str],
+                 speed_scale: float = 1.0) -> Planner:
+    check_speed_scale(speed_scale)
     if baseline:
         if baseline not in BASELINES:
             raise ValueError(f"--baseline {baseline!r}: expected one of {BASELINES}")
-        return Planner(baseline)
+        return Planner(baseline, speed_scale=speed_scale)
     import torch
 
     from rl.policy import SpanVLAPolicy
@@ -190,7 +223,7 @@ def load_planner(checkpoint: Optional[str], baseline: Optional[str], action_sour
         raise EvaluationError(f"--checkpoint {checkpoint}: {err}") from None
     source = action_source or policy.config.plan_source
     e = policy.config.expert
-    return Planner(f"policy[{source}]", policy, source, e.horizon, e.interval_s)
+    return Planner(f"policy[{source}]", policy, source, e.horizon, e.interval_s, speed_scale)
 
 
 # --- scoring --------------------------------------------------------------------------------------------------
@@ -230,7 +263,7 @@ def evaluate(planner: Planner, scenes: Iterator[Scene], total: int, versions: Se
         return {"token": token, "valid": False, **{c: math.nan for c in columns_for(version).values()},
                 "family": family, "sample_type": sample_type, "error": error}
 
-    bar = tqdm(total=total, desc=f"evaluate {planner.name}", unit="scene", disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=f"evaluate {planner.label}", unit="scene", disable=not show_progress, dynamic_ncols=True)
     for batch in _batches(scenes, batch_size):
         for s in (s for s in batch if isinstance(s, UnreadableScene)):
             for v in versions:
@@ -337,13 +370,14 @@ def write_results(out: str | Path, frame: pd.DataFrame, summary: dict) -> None:
 def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("v1",), checkpoint: Optional[str] = None,
                    baseline: Optional[str] = None, action_source: Optional[str] = None,
                    sample_types: Optional[Sequence[str]] = None, batch_size: int = 8,
-                   show_progress: bool = True, prepared: Optional[PreparedScenes] = None) -> dict[str, dict]:
+                   show_progress: bool = True, prepared: Optional[PreparedScenes] = None,
+                   speed_scale: float = 1.0) -> dict[str, dict]:
     """Evaluate (planning each scene once) and return {version: summary}. With `out`, writes results.csv and
     summary.json there (one version) or under <out>/<version>/ (several). `prepared`, shared by evaluations of
-    the same `scenes`, prepares each scene once for all of them."""
+    the same `scenes`, prepares each scene once for all of them. `speed_scale` < 1 scores the plans `slowed`."""
     if prepared is not None and prepared.source != Path(scenes).resolve():
         raise ValueError(f"--scenes {scenes}: the prepared scenes given are those of {prepared.source}")
-    planner = load_planner(checkpoint, baseline, action_source)
+    planner = load_planner(checkpoint, baseline, action_source, speed_scale)
     total, stream = iter_scenes(scenes, sample_types)
     frames = evaluate(planner, stream, total, versions, batch_size, show_progress, prepared)
     summaries = {}
@@ -352,12 +386,39 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
             raise EvaluationError(f"--scenes {scenes}: no scenes of sample type(s) {list(sample_types or [])}"
                                   " to score; choose them with --sample-types")
         summary = summarise(frame, version)
-        summary["planner"] = planner.name
+        summary["planner"] = planner.label
         summary["scenes"] = str(scenes)
         if out:
             write_results(Path(out) if len(versions) == 1 else Path(out) / version, frame, summary)
         summaries[version] = summary
     return summaries
+
+
+def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], version: str = "v1",
+                     prepared: Optional[PreparedScenes] = None) -> tuple[float, dict[float, float]]:
+    """The speed scale (of `scales`) whose `slowed` plans of the policy score the best mean PDMS (EPDMS for v2) on
+    the positive scenes of `scenes` (a validation split: choose it there, report it on the test split), and the
+    mean score of each scale. The policy plans each scene once; ties go to the larger scale (the plan as it is)."""
+    from rewards.pdm import PDMScorer
+
+    for s in scales:
+        check_speed_scale(s)
+    planner = load_planner(checkpoint, None, None)
+    prepared = prepared if prepared is not None else PreparedScenes()
+    scorer = PDMScorer(version)
+    _, stream = iter_scenes(scenes, ["pos"])
+    readable = [s for s in stream if not isinstance(s, UnreadableScene)]
+    if not readable:
+        raise EvaluationError(f"--scenes {scenes}: no readable positive scene to choose a speed scale on")
+    plans = np.concatenate([planner(batch) for batch in _batches(iter(readable), 8)])  # (S, N, 3)
+    ordered = sorted(set(float(x) for x in scales), reverse=True)
+    moved = np.stack([slowed(plans, s, planner.interval_s) for s in ordered], 1)  # (S, scales, N, 3)
+    key = "PDMS" if version == "v1" else "EPDMS"
+    scores = np.array([[r[key] for r in scorer.score(prepared.get(scorer, scene), group, interval_s=planner.interval_s)]
+                       for scene, group in zip(readable, moved)])  # (S, scales)
+    means = {s: float(m) for s, m in zip(ordered, scores.mean(0))}
+    best = max(ordered, key=lambda s: (round(means[s], 12), s))
+    return best, means
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -378,13 +439,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help=f"comma-separated sample types to score: {', '.join(SAMPLE_TYPES)} (or positive, negative,"
                              " recovery), or 'all'")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--speed-scale", type=float, default=1.0,
+                        help="drive each plan along its path at this fraction of its speed, in (0, 1] (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         sample_types = parse_sample_types(args.sample_types)
         versions = VERSIONS if args.version == "both" else (args.version,)
         summaries = run_evaluation(args.scenes, args.out, versions, args.checkpoint, args.baseline,
-                                   args.action_source, sample_types, args.batch_size)
+                                   args.action_source, sample_types, args.batch_size, speed_scale=args.speed_scale)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

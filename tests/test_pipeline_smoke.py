@@ -167,6 +167,18 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
     assert gaps["all"]["SFT PDMS"] == pytest.approx(results["sft_expert"]["v1"]["average"]["score"])
     assert gaps["all"]["log PDMS"] == pytest.approx(results["human_log"]["v1"]["average"]["score"])
     assert gaps["all"]["GRPO PDMS"] == pytest.approx(mean["PDMS"])
+    # the scene-blind baseline: SFT and each seed slowed to the speed that scores best on val, scored on test
+    from rl.ablations import SPEED_SCALES
+
+    scales = payload["speed_scales"]
+    assert set(scales) == {"SFT", "GRPO seed 0", "GRPO seed 1"}
+    sft_scale = scales["SFT"]["speed scale"]
+    assert sft_scale in SPEED_SCALES
+    assert scales["SFT"][f"val PDMS x{sft_scale:g}"] == max(v for k, v in scales["SFT"].items() if k.startswith("val PDMS"))
+    slowed = json.loads((out / "ablations" / "headline" / "sft_slowed" / "eval" / "v1" / "summary.json").read_text())
+    assert rows[f"SFT at {sft_scale:g} x speed (chosen on val)"]["PDMS"] == pytest.approx(slowed["average"]["score"])
+    assert slowed["planner"] == "policy[expert]" + ("" if sft_scale == 1.0 else f" at {sft_scale:g} x speed")
+    assert "GRPO at each seed's speed (chosen on val) mean +- std (2 seeds)" in rows
     assert "| GRPO seed 1 |" in (out / "ablations" / "headline.md").read_text()
 
 

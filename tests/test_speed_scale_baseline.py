@@ -1,0 +1,60 @@
+"""The scene-blind slow-down baseline: plans driven along their own path at a fraction of their speed
+(`rl.evaluate.slowed`), scored by the evaluation, and the fraction chosen on a split (`best_speed_scale`)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rl.evaluate import best_speed_scale, main, run_evaluation, slowed
+
+
+def _straight(speed: float = 10.0, poses: int = 8, interval_s: float = 0.5) -> np.ndarray:
+    t = (np.arange(poses) + 1) * interval_s
+    return np.stack([speed * t, np.zeros(poses), np.zeros(poses)], -1)
+
+
+def test_a_slowed_plan_follows_the_same_path_at_the_given_fraction_of_its_speed():
+    plan = _straight()
+    assert slowed(plan, 1.0, 0.5) is plan
+    half = slowed(plan[None], 0.5, 0.5)[0]
+    assert half[:, 0] == pytest.approx(5.0 * (np.arange(8) + 1) * 0.5)  # 5 m/s instead of 10
+    assert np.all(half[:, 1:] == 0.0)
+    curve = np.stack([np.arange(1, 9, dtype=float), np.arange(1, 9, dtype=float) ** 2 / 10, np.linspace(0.1, 0.8, 8)], -1)
+    moved = slowed(curve, 0.5, 0.5)
+    assert moved[1] == pytest.approx(curve[0])  # pose 2 (1.0 s) is where the plan was at 0.5 s
+    assert moved[7] == pytest.approx(curve[3])
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.2])
+def test_a_speed_scale_outside_zero_to_one_is_refused_by_name(scale):
+    with pytest.raises(ValueError, match=r"--speed-scale .*must lie in \(0, 1\]"):
+        slowed(_straight(), scale, 0.5)
+
+
+def test_the_evaluation_scores_slowed_plans_under_their_own_name(tmp_path, capsys):
+    from sim.scenarios import make_scene
+    from sim.scene_json import write_scene_json
+
+    (tmp_path / "scenes").mkdir()
+    for i, family in enumerate(("lane_follow", "lead_braking")):
+        write_scene_json(tmp_path / "scenes" / f"{family}.json", make_scene(family, i + 1))
+    scenes = str(tmp_path / "scenes")
+    full = run_evaluation(scenes, None, ("v1",), baseline="ground_truth", sample_types=None, show_progress=False)["v1"]
+    half = run_evaluation(scenes, None, ("v1",), baseline="ground_truth", sample_types=None, show_progress=False,
+                          speed_scale=0.5)["v1"]
+    assert (full["planner"], half["planner"]) == ("ground_truth", "ground_truth at 0.5 x speed")
+    assert half["average"]["ego_progress"] < full["average"]["ego_progress"]
+    assert main(["--baseline", "ground_truth", "--scenes", scenes, "--speed-scale", "1.5"]) == 2
+    assert "--speed-scale 1.5: must lie in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_chosen_speed_scale_is_the_one_whose_slowed_plans_score_best(tiny_grpo_assets):
+    policy, val = str(tiny_grpo_assets["policy"]), str(tiny_grpo_assets["val"])
+    best, means = best_speed_scale(policy, val, [1.0, 0.7, 0.4])
+    assert list(means) == [1.0, 0.7, 0.4] and best == max(means, key=lambda s: (means[s], s))
+    for scale in (1.0, 0.4):  # the same numbers as evaluating the slowed policy outright
+        summary = run_evaluation(val, None, ("v1",), checkpoint=policy, action_source="expert", sample_types=["pos"],
+                                 show_progress=False, speed_scale=scale)["v1"]
+        assert means[scale] == pytest.approx(summary["average"]["score"])
+    with pytest.raises(ValueError, match="--speed-scale 0"):
+        best_speed_scale(policy, val, [1.0, 0.0])
