@@ -56,8 +56,6 @@ SHAPING_KEYS = {"neg inside": "reward/negative_l2/inside_share", "neg term": "re
 # ... and the flow expert's trust region, read the same way: its KL to the SFT expert and the clipped share of steps.
 TRUST_REGION_KEYS = {"flow kl": "train/flow_kl", "clip fraction": "train/flow_clip_fraction"}
 SHAPING_WINDOW = 5
-# The speed scales a slowed plan may take (`rl.evaluate.slowed`), each policy's chosen on the validation split.
-SPEED_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 # The bridge study's variants: name -> (folder under <run>/ablations/bridge, changes to the config's expert).
 # The default (no changes) is the demo's own SFT expert. The last three vary the suffix layout: several poses
 # per expert token at NAVSIM's 8 poses, and a dense 4 s plan (40 poses at 0.1 s, scored at 0.1 s) with one
@@ -102,19 +100,12 @@ def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: 
 
 
 def slowed_evaluation(paths: PipelinePaths, policy_dir: Path, out: Path) -> tuple[dict, dict]:
-    """The scene-blind slow-down baseline of a policy: the speed scale of `SPEED_SCALES` whose slowed plans score
-    best on the validation split's positive scenes, and the test evaluation at that scale.
+    """The scene-blind slow-down baseline of a policy: the speed scale of `rl.evaluate.SPEED_SCALES` whose slowed
+    plans score best on the validation split's positive scenes, and the test evaluation at that scale.
     -> (test results {version: summary}, {"speed scale": chosen, "val PDMS": {scale: mean}}); both kept in `out`."""
-    from rl.evaluate import best_speed_scale, run_evaluation
+    from rl.evaluate import chosen_speed_scale, run_evaluation
 
-    chosen_file = out / "speed_scale.json"
-    if chosen_file.is_file():
-        chosen = json.loads(chosen_file.read_text())
-    else:
-        scale, means = best_speed_scale(str(policy_dir), str(paths.split("val")), SPEED_SCALES)
-        chosen = {"speed scale": scale, "val PDMS": {f"{s:g}": m for s, m in means.items()}}
-        out.mkdir(parents=True, exist_ok=True)
-        chosen_file.write_text(strict_json(chosen))
+    chosen = chosen_speed_scale(str(policy_dir), paths.split("val"), out / "speed_scale.json")
     test = paths.split("test")
     results = _finished_evaluation(out / "eval") or run_evaluation(
         str(test), str(out / "eval"), VERSIONS, checkpoint=str(policy_dir), action_source="expert",

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from rl.evaluate import PreparedScenes
 
 logger = logging.getLogger(__name__)
+# The planner name of SFT's flow-expert plans driven at the speed scale chosen on val (the scene-blind baseline).
+SLOWED_SFT = "sft_expert_slowed"
 
 
 class PipelinePaths:
@@ -143,7 +145,7 @@ def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, d
 
 def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
     """Run every stage (reusing finished ones unless `fresh`); returns the evaluation results."""
-    from rl.evaluate import PreparedScenes
+    from rl.evaluate import PreparedScenes, chosen_speed_scale
     from rl.report import write_report
 
     if fresh and out.exists():
@@ -170,13 +172,18 @@ def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
         "sft_tokens": {"checkpoint": sft_policy, "action_source": "tokens"},
         "sft_expert": {"checkpoint": sft_policy, "action_source": "expert"},
     }
+    # the scene-blind baseline every gain is read against: SFT's plans driven slower, at the speed scale that
+    # scores best on the validation split (`rl.evaluate.slowed`)
+    chosen = timed("speed_baseline", chosen_speed_scale, sft_policy, paths.split("val"),
+                   paths.eval / SLOWED_SFT / "speed_scale.json")
+    planners[SLOWED_SFT] = {"checkpoint": sft_policy, "action_source": "expert", "speed_scale": chosen["speed scale"]}
     prepared = PreparedScenes(paths.split("test"))  # both evaluation stages score the same scenes
     timed("evaluate_sft", stage_evaluate, cfg, paths, planners, prepared)
     grpo_policy = timed("grpo", stage_grpo, cfg, paths)
     source = "tokens" if cfg.rollout.action_source == "tokens" else "expert"
     planners[f"grpo_{source}"] = {"checkpoint": str(grpo_policy), "action_source": source}
     results = timed("evaluate_grpo", stage_evaluate, cfg, paths, planners, prepared)
-    timed("report", write_report, paths, results, codebook, cfg, f"sft_{source}", f"grpo_{source}")
+    timed("report", write_report, paths, results, codebook, cfg, f"sft_{source}", f"grpo_{source}", SLOWED_SFT)
     (paths.report / "timings.json").write_text(json.dumps(timings, indent=1))
     return results
 

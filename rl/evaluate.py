@@ -24,6 +24,7 @@ scene failed (results.csv still lists each one's error), 2 for bad arguments or 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BASELINES = ("constant_velocity", "ground_truth", "human_log")
+# The speed scales a slowed plan may take (`slowed`) when one is chosen on a validation split (`chosen_speed_scale`).
+SPEED_SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 # Long names accepted on the command line for the dataset's sample types.
 SAMPLE_TYPE_ALIASES = {"positive": "pos", "negative": "neg", "recovery": "rec"}
 
@@ -419,6 +422,18 @@ def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], vers
     means = {s: float(m) for s, m in zip(ordered, scores.mean(0))}
     best = max(ordered, key=lambda s: (round(means[s], 12), s))
     return best, means
+
+
+def chosen_speed_scale(checkpoint: str, split: str | Path, record: Path, scales: Sequence[float] = SPEED_SCALES) -> dict:
+    """`best_speed_scale` of the policy on `split` (a validation split), kept in the JSON file `record` and read
+    back from it when it exists: {"speed scale": the chosen scale, "val PDMS": {"<scale>": mean PDMS}}."""
+    if record.is_file():
+        return json.loads(record.read_text())
+    scale, means = best_speed_scale(checkpoint, str(split), scales)
+    chosen = {"speed scale": scale, "val PDMS": {f"{s:g}": m for s, m in means.items()}}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(strict_json(chosen))
+    return chosen
 
 
 def main(argv: Optional[list[str]] = None) -> int:

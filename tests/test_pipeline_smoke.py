@@ -24,7 +24,8 @@ def smoke_run(ray_cluster, tmp_path_factory):
 @pytest.mark.ray
 def test_the_pipeline_writes_a_report_with_every_planner_and_both_versions(smoke_run):
     out, results = smoke_run
-    assert set(results) == {"ground_truth", "human_log", "constant_velocity", "sft_tokens", "sft_expert", "grpo_expert"}
+    assert set(results) == {"ground_truth", "human_log", "constant_velocity", "sft_tokens", "sft_expert",
+                            "sft_expert_slowed", "grpo_expert"}
     for name, by_version in results.items():
         for version in ("v1", "v2"):
             average = by_version[version]["average"]
@@ -33,7 +34,15 @@ def test_the_pipeline_writes_a_report_with_every_planner_and_both_versions(smoke
     report = out / "report"
     text = (report / "results.md").read_text()
     assert "| grpo_expert |" in text and "negative-prone families" in text
-    assert json.loads((report / "results.json").read_text())["headline"]["pdms_before"] > 0
+    summary = json.loads((report / "results.json").read_text())["headline"]
+    assert summary["pdms_before"] > 0
+    # the scene-blind baseline: SFT's plans at the speed scale chosen on val, and the post-trained ratio to it
+    chosen = json.loads((out / "eval" / "sft_expert_slowed" / "speed_scale.json").read_text())
+    assert chosen["val PDMS"][f"{chosen['speed scale']:g}"] == max(chosen["val PDMS"].values())
+    slowed = results["sft_expert_slowed"]["v1"]["average"]["score"]
+    assert summary["pdms_slowed_before"] == pytest.approx(slowed)
+    assert summary["pdms_ratio_to_slowed"] == pytest.approx(summary["pdms_after"] / slowed)
+    assert "Against the scene-blind baseline, sft_expert_slowed" in text
     for curve in ("curve_sft_vlm.png", "curve_sft_expert.png", "curve_grpo.png"):
         assert (report / curve).stat().st_size > 1000
     assert len(list(report.glob("before_after_*.png"))) == 2
@@ -168,7 +177,7 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
     assert gaps["all"]["log PDMS"] == pytest.approx(results["human_log"]["v1"]["average"]["score"])
     assert gaps["all"]["GRPO PDMS"] == pytest.approx(mean["PDMS"])
     # the scene-blind baseline: SFT and each seed slowed to the speed that scores best on val, scored on test
-    from rl.ablations import SPEED_SCALES
+    from rl.evaluate import SPEED_SCALES
 
     scales = payload["speed_scales"]
     assert set(scales) == {"SFT", "GRPO seed 0", "GRPO seed 1"}
