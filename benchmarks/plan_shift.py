@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from rewards.pdm import PDMScorer
-from rl.evaluate import iter_scenes
-from rl.policy import SpanVLAPolicy
+from rl.evaluate import iter_scenes, load_planner, plan_scenes
 from rl.tracking import strict_json
 
 
@@ -51,12 +50,6 @@ def shift_statistics(reference: np.ndarray, other: np.ndarray) -> dict[str, floa
         "common_share": float((common ** 2).sum() / total) if total > 0 else float("nan"),
         "residual_m": float(np.sqrt(((d - common) ** 2).sum((1, 2)).mean() / poses)),
     }
-
-
-def plans_of(policy: SpanVLAPolicy, scenes: list, batch_size: int = 8) -> np.ndarray:
-    """The deterministic expert plans (S, N, 3) that evaluation scores."""
-    return np.concatenate([policy.plan(scenes[i:i + batch_size], action_source="expert").trajectories
-                           for i in range(0, len(scenes), batch_size)])
 
 
 def measure(reference: np.ndarray, plans: dict[str, np.ndarray], families: list[str], scores: dict[str, np.ndarray]) -> dict:
@@ -107,7 +100,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     plans, scores = {}, {}
     with torch.no_grad():
         for name, path in [("reference", args.reference), *zip(names, checkpoints)]:
-            plans[name] = plans_of(SpanVLAPolicy.load(path, device="cpu").eval(), scenes)
+            plans[name] = plan_scenes(load_planner(path, None, "expert"), scenes)  # what evaluation scores
             scores[name] = np.array([scorer.score(p, plan[None])[0]["PDMS"] for p, plan in zip(prepared, plans[name])])
     reference = plans.pop("reference")
     table = measure(reference, plans, [s.family for s in scenes], scores)

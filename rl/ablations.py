@@ -90,27 +90,23 @@ def _prepared_test_scenes(test_split: Path) -> "PreparedScenes":
     return PreparedScenes(test_split)
 
 
-def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str) -> dict:
+def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str, speed_scale: float = 1.0) -> dict:
     from rl.evaluate import run_evaluation
 
     test = paths.split("test")
     return _finished_evaluation(out) or run_evaluation(
         str(test), str(out), VERSIONS, checkpoint=str(policy_dir), action_source=action_source, sample_types=["pos"],
-        prepared=_prepared_test_scenes(test))
+        prepared=_prepared_test_scenes(test), speed_scale=speed_scale)
 
 
 def slowed_evaluation(paths: PipelinePaths, policy_dir: Path, out: Path) -> tuple[dict, dict]:
     """The scene-blind slow-down baseline of a policy: the speed scale of `rl.evaluate.SPEED_SCALES` whose slowed
     plans score best on the validation split's positive scenes, and the test evaluation at that scale.
     -> (test results {version: summary}, {"speed scale": chosen, "val PDMS": {scale: mean}}); both kept in `out`."""
-    from rl.evaluate import chosen_speed_scale, run_evaluation
+    from rl.evaluate import chosen_speed_scale
 
-    chosen = chosen_speed_scale(str(policy_dir), paths.split("val"), out / "speed_scale.json")
-    test = paths.split("test")
-    results = _finished_evaluation(out / "eval") or run_evaluation(
-        str(test), str(out / "eval"), VERSIONS, checkpoint=str(policy_dir), action_source="expert",
-        sample_types=["pos"], prepared=_prepared_test_scenes(test), speed_scale=chosen["speed scale"])
-    return results, chosen
+    chosen = chosen_speed_scale(str(policy_dir), paths.split("val"), out / "speed_scale.json", action_source="expert")
+    return _evaluate(paths, policy_dir, out / "eval", "expert", chosen["speed scale"]), chosen
 
 
 def _same_run(a: TrainConfig, b: TrainConfig) -> bool:

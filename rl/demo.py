@@ -145,7 +145,7 @@ def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, d
 
 def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
     """Run every stage (reusing finished ones unless `fresh`); returns the evaluation results."""
-    from rl.evaluate import PreparedScenes, chosen_speed_scale
+    from rl.evaluate import SPEED_SCALES, PreparedScenes, chosen_speed_scale
     from rl.report import write_report
 
     if fresh and out.exists():
@@ -175,7 +175,7 @@ def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:
     # the scene-blind baseline every gain is read against: SFT's plans driven slower, at the speed scale that
     # scores best on the validation split (`rl.evaluate.slowed`)
     chosen = timed("speed_baseline", chosen_speed_scale, sft_policy, paths.split("val"),
-                   paths.eval / SLOWED_SFT / "speed_scale.json")
+                   paths.eval / SLOWED_SFT / "speed_scale.json", SPEED_SCALES, "expert")
     planners[SLOWED_SFT] = {"checkpoint": sft_policy, "action_source": "expert", "speed_scale": chosen["speed scale"]}
     prepared = PreparedScenes(paths.split("test"))  # both evaluation stages score the same scenes
     timed("evaluate_sft", stage_evaluate, cfg, paths, planners, prepared)

@@ -397,23 +397,30 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
     return summaries
 
 
+def plan_scenes(planner: Planner, scenes: list[Scene], batch_size: int = 8) -> np.ndarray:
+    """The planner's plans (S, N, 3) for `scenes`, planned in batches of `batch_size`."""
+    return np.concatenate([planner(batch) for batch in _batches(iter(scenes), batch_size)])
+
+
 def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], version: str = "v1",
-                     prepared: Optional[PreparedScenes] = None) -> tuple[float, dict[float, float]]:
-    """The speed scale (of `scales`) whose `slowed` plans of the policy score the best mean PDMS (EPDMS for v2) on
-    the positive scenes of `scenes` (a validation split: choose it there, report it on the test split), and the
-    mean score of each scale. The policy plans each scene once; ties go to the larger scale (the plan as it is)."""
+                     prepared: Optional[PreparedScenes] = None,
+                     action_source: Optional[str] = None) -> tuple[float, dict[float, float]]:
+    """The speed scale (of `scales`) whose `slowed` plans of the policy (from `action_source`, default its config's)
+    score the best mean PDMS (EPDMS for v2) on the positive scenes of `scenes` (a validation split: choose it
+    there, report it on the test split), and the mean score of each scale. The policy plans each scene once; ties
+    go to the larger scale (the plan as it is)."""
     from rewards.pdm import PDMScorer
 
     for s in scales:
         check_speed_scale(s)
-    planner = load_planner(checkpoint, None, None)
+    planner = load_planner(checkpoint, None, action_source)
     prepared = prepared if prepared is not None else PreparedScenes()
     scorer = PDMScorer(version)
     _, stream = iter_scenes(scenes, ["pos"])
     readable = [s for s in stream if not isinstance(s, UnreadableScene)]
     if not readable:
         raise EvaluationError(f"--scenes {scenes}: no readable positive scene to choose a speed scale on")
-    plans = np.concatenate([planner(batch) for batch in _batches(iter(readable), 8)])  # (S, N, 3)
+    plans = plan_scenes(planner, readable)  # (S, N, 3)
     ordered = sorted(set(float(x) for x in scales), reverse=True)
     moved = np.stack([slowed(plans, s, planner.interval_s) for s in ordered], 1)  # (S, scales, N, 3)
     key = "PDMS" if version == "v1" else "EPDMS"
@@ -424,12 +431,13 @@ def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], vers
     return best, means
 
 
-def chosen_speed_scale(checkpoint: str, split: str | Path, record: Path, scales: Sequence[float] = SPEED_SCALES) -> dict:
+def chosen_speed_scale(checkpoint: str, split: str | Path, record: Path, scales: Sequence[float] = SPEED_SCALES,
+                       action_source: Optional[str] = None) -> dict:
     """`best_speed_scale` of the policy on `split` (a validation split), kept in the JSON file `record` and read
     back from it when it exists: {"speed scale": the chosen scale, "val PDMS": {"<scale>": mean PDMS}}."""
     if record.is_file():
         return json.loads(record.read_text())
-    scale, means = best_speed_scale(checkpoint, str(split), scales)
+    scale, means = best_speed_scale(checkpoint, str(split), scales, action_source=action_source)
     chosen = {"speed scale": scale, "val PDMS": {f"{s:g}": m for s, m in means.items()}}
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(strict_json(chosen))
