@@ -57,7 +57,8 @@ class Learner:
         self.rank, self.world_size = rank, world_size
         self.grpo, self.settings = grpo, learner
         self.objective = ObjectiveConfig(grpo.train_target, rollout.temperature, grpo.kl_beta, grpo.kl_estimator,
-                                         grpo.clip_low, grpo.clip_high, cache_prefix=learner.cache_prefix)
+                                         grpo.clip_low, grpo.clip_high, flow_ratio=grpo.flow_ratio,
+                                         cache_prefix=learner.cache_prefix)
         objective = self.objective
         self.micro_batch_size = grpo.micro_batch_size
         self.updates_per_step = grpo.updates_per_step

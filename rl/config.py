@@ -20,6 +20,7 @@ KL_ESTIMATORS = ("k1", "k3")  # k1: unbiased, signed; k3: non-negative (AutoVLA'
 TRAIN_TARGETS = ("vlm", "expert", "joint")
 FLOW_TARGETS = ("expert", "joint")  # the train targets whose objective needs the expert's flow chains
 REFERENCE_MODES = ("frozen_copy", "adapters_off")
+FLOW_RATIOS = ("step", "dimension")  # grpo.flow_ratio: see GRPOConfig
 SFT_STAGES = ("vlm", "expert")
 RESUME_MODES = ("auto", "never")
 
@@ -81,6 +82,11 @@ class GRPOConfig:
     micro_batch_size: int = 16  # samples per learner forward/backward
     clip_low: float = 0.2
     clip_high: float = 0.28
+    # train_target expert / joint: what one clipped ratio of the flow chain measures. "step": the density of a whole
+    # denoising step, summed over its D = N x 3 action dimensions (a log-ratio D times a dimension's, so the clip
+    # bounds each dimension's move to 1/D of the clip). "dimension": the step's log-ratio and its Gaussian KL
+    # averaged over the D dimensions (Flow-GRPO's per-pixel mean), so the clip bounds each dimension's move.
+    flow_ratio: str = "step"
     kl_beta: float = 0.04  # [AutoVLA]
     kl_estimator: str = "k3"
     normalize_std: bool = True
@@ -365,6 +371,8 @@ class TrainConfig:
         if self.rollout.flow_start == "scored" and self.rollout.flow_noise == 0.0:
             raise ConfigError("rollout.flow_start='scored' needs rollout.flow_noise > 0 (at 0 the start is a_his itself:"
                               " there is no draw to score)")
+        if g.flow_ratio not in FLOW_RATIOS:
+            raise ConfigError(f"grpo.flow_ratio={g.flow_ratio!r}: expected one of {FLOW_RATIOS}")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:

@@ -64,6 +64,12 @@ def test_flow_start_is_one_of_the_named_starts():
         _config("rollout.flow_start=scored", "rollout.flow_noise=0")
 
 
+def test_flow_ratio_is_one_of_the_named_ratios():
+    with pytest.raises(ConfigError, match=r"grpo.flow_ratio='token': expected one of \('step', 'dimension'\)"):
+        _config("grpo.flow_ratio=token")
+    assert _config("grpo.flow_ratio=dimension").grpo.flow_ratio == "dimension"
+
+
 def test_unknown_sample_types_name_the_key_and_the_valid_set():
     with pytest.raises(ConfigError, match=r"sft.sample_types: unknown sample type\(s\) \['positive'\].*'pos', 'neg', 'rec'"):
         _config("sft.sample_types=[positive,rec]")

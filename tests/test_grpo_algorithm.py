@@ -198,6 +198,28 @@ def test_flow_loss_ignores_masked_deterministic_steps():
     assert step_logp.grad[0, 0].item() < 0.0
 
 
+def test_the_per_dimension_flow_ratio_is_the_geometric_mean_of_the_dimensions_ratios():
+    # one stochastic step over D = 4 dimensions, each dimension's log-ratio 0.1: the step's joint log-ratio is 0.4
+    dims = 4
+    means = torch.zeros(1, 1, dims)
+    ref_means = torch.full((1, 1, dims), 0.5)
+    std = torch.tensor([1.0])
+    step_logp, old = torch.tensor([[0.4]]), torch.zeros(1, 1)
+    adv, mask = torch.tensor([1.0]), torch.ones(1, 1)
+    joint, joint_stats = flow_grpo_loss(step_logp, old, adv, mask, means, ref_means, std, kl_beta=0.1)
+    per_dim, per_dim_stats = flow_grpo_loss(step_logp, old, adv, mask, means, ref_means, std, kl_beta=0.1,
+                                            per_dimension=True)
+    kl_joint = dims * 0.25 / 2.0  # sum over D of 0.5^2 / (2 * 1^2)
+    # the joint ratio exp(0.4) = 1.49 is clipped at 1.28; the per-dimension ratio exp(0.1) = 1.105 is not
+    assert joint.item() == pytest.approx(-1.28 + 0.1 * kl_joint)
+    assert joint_stats["clip_fraction"].item() == 1.0
+    assert per_dim.item() == pytest.approx(-math.exp(0.1) + 0.1 * kl_joint / dims)
+    assert per_dim_stats["clip_fraction"].item() == 0.0
+    assert per_dim_stats["kl"].item() == pytest.approx(kl_joint / dims)
+    with pytest.raises(ValueError, match="means"):
+        flow_grpo_loss(step_logp, old, adv, mask, per_dimension=True)
+
+
 def test_a_std_floor_keeps_crumb_differences_small():
     rewards = np.array([0.900, 0.901, 0.899, 0.900])
     assert np.abs(group_advantages(rewards)).max() > 1.0  # plain std normalisation blows crumbs up

@@ -101,10 +101,11 @@ def step_counts(samples) -> np.ndarray:
     return np.array([float(s.chain.stochastic.sum()) for s in samples])
 
 
-def _loss(policy, samples, target, normalisers=None, world_size=1, kl_beta=0.0, reference=None, cached=False):
+def _loss(policy, samples, target, normalisers=None, world_size=1, kl_beta=0.0, reference=None, cached=False,
+          flow_ratio="step"):
     """micro_batch_loss; cached: through the once-a-step VLM prefix (train_target expert) instead of a forward."""
     cfg = ObjectiveConfig(train_target=target, temperature=1.0, kl_beta=kl_beta, clip_low=CLIP_LOW, clip_high=CLIP_HIGH,
-                          cache_prefix=cached)
+                          flow_ratio=flow_ratio, cache_prefix=cached)
     ref = (lambda: nullcontext(reference)) if reference is not None else None
     prefix = micro_batch_prefix(policy, samples) if cached else None
     loss, metrics = micro_batch_loss(policy, samples, cfg, normalisers or batch_normalisers(samples), world_size, ref,
@@ -224,6 +225,27 @@ def test_expert_loss_with_kl_adds_beta_times_the_gaussian_closed_form(policy, fl
     loss, metrics = _loss(policy, samples, "expert", kl_beta=beta, reference=reference, cached=cached)
     assert metrics["flow_kl"] == pytest.approx(kl, rel=1e-4)
     assert loss == pytest.approx(-(adv * steps).sum() / steps.sum() + beta * kl, rel=1e-5)
+
+
+def test_the_per_dimension_flow_ratio_divides_each_step_log_ratio_and_kl_by_the_action_dimensions(policy,
+                                                                                                    flow_samples):
+    samples = with_flow_olds(policy, flow_samples[:2], (0.5, 0.5))  # the step's joint ratio 1.65 is clipped
+    dims = _own_flow(policy, samples).means.flatten(2).shape[-1]
+    assert dims == 3 * samples[0].chain.states.shape[-2]  # N poses x (x, y, heading)
+    adv = np.array([s.advantage for s in samples])
+    r = np.exp(0.5 / dims)  # the geometric mean of the dimensions' ratios: inside the clip
+    _, joint = _loss(policy, samples, "expert")
+    loss, metrics = _loss(policy, samples, "expert", flow_ratio="dimension")
+    assert joint["flow_clip_fraction"] == pytest.approx(0.5, abs=1e-6)
+    assert metrics["flow_clip_fraction"] == 0.0
+    assert loss == pytest.approx(-r * adv.mean(), rel=1e-5)  # both samples have 4 stochastic steps
+    reference = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in reference.expert.parameters():
+            p.add_(0.01)
+    _, step_kl = _loss(policy, samples, "expert", kl_beta=0.05, reference=reference)
+    _, dim_kl = _loss(policy, samples, "expert", kl_beta=0.05, reference=reference, flow_ratio="dimension")
+    assert dim_kl["flow_kl"] == pytest.approx(step_kl["flow_kl"] / dims, rel=1e-5)
 
 
 def test_joint_loss_is_the_token_term_plus_the_flow_term_each_over_its_own_count(policy, flow_samples):

@@ -100,17 +100,27 @@ def flow_grpo_loss(
     kl_beta: float = 0.0,
     clip_low: float = 0.2,
     clip_high: float = 0.28,
+    per_dimension: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO on the flow expert's stochastic denoising chain: one clipped ratio per Euler step.
 
-    step_logp, old_step_logp, step_mask: (B, K) (the mask drops deterministic steps); advantages: (B,).
-    KL to the reference expert per step is the closed-form Gaussian KL of the transition means.
+    step_logp, old_step_logp, step_mask: (B, K) (the mask drops deterministic steps), each step's log-density
+    summed over its D action dimensions; advantages: (B,). KL to the reference expert per step is the
+    closed-form Gaussian KL of the transition means; means, ref_means: (B, K, D).
+    per_dimension: the step's log-ratio and KL are divided by D (`grpo.flow_ratio: dimension`), so the ratio is
+    the geometric mean of the D dimensions' ratios and the clip bounds a dimension's move, not the step's sum.
     """
+    if per_dimension:
+        if means is None:
+            raise ValueError("per_dimension needs the step means (B, K, D) to know D")
+        dims = float(means.shape[-1])
+        step_logp, old_step_logp = step_logp / dims, old_step_logp / dims
     loss, stats = clipped_policy_loss(step_logp, old_step_logp, advantages, step_mask, clip_low, clip_high)
     if kl_beta > 0.0:
         if means is None or ref_means is None or step_std is None:
             raise ValueError("kl_beta > 0 needs the step means, the reference means and the step std")
         kl = masked_mean(gaussian_step_kl(means, ref_means, step_std), step_mask)
+        kl = kl / float(means.shape[-1]) if per_dimension else kl
         loss = loss + kl_beta * kl
         stats["kl"] = kl.detach()
     stats["policy_loss"] = loss.detach()

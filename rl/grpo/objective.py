@@ -40,6 +40,7 @@ class ObjectiveConfig:
     kl_estimator: str = GRPOConfig.kl_estimator
     clip_low: float = GRPOConfig.clip_low
     clip_high: float = GRPOConfig.clip_high
+    flow_ratio: str = GRPOConfig.flow_ratio  # "step" | "dimension" (see GRPOConfig)
     cache_prefix: bool = LearnerConfig.cache_prefix  # expert only: one frozen-VLM forward per sample a step
 
 
@@ -155,12 +156,13 @@ def micro_batch_loss(
     if use_flow:
         old = torch.from_numpy(np.stack([c.logprobs for c in chains]).astype(np.float32)).to(device)  # copies read-only arrays
         step_mask = flow.stochastic[None, :].float().expand_as(old).to(device) * weights[:, None]
+        per_dimension = cfg.flow_ratio == "dimension"
         part, stats = flow_grpo_loss(
             flow.logprobs.float(), old, advantages, step_mask,
-            means=flow.means.float().flatten(2) if with_ref else None,
+            means=flow.means.float().flatten(2) if with_ref or per_dimension else None,
             ref_means=ref_flow.means.float().flatten(2) if with_ref else None,
             step_std=flow.stds.float() if with_ref else None,
-            kl_beta=cfg.kl_beta, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+            kl_beta=cfg.kl_beta, clip_low=cfg.clip_low, clip_high=cfg.clip_high, per_dimension=per_dimension,
         )
         share = float(step_mask.sum()) / normalisers["steps"] * world_size
         loss = loss + part * share
