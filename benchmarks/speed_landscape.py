@@ -66,9 +66,9 @@ def scene_row(by_scale: dict[float, float], ratios: np.ndarray, scores: np.ndarr
     }
 
 
-def measure(policy, planner, scenes, scales: Sequence[float], group_size: int, flow_noise: float, flow_start: str,
+def measure(planner, scenes, scales: Sequence[float], group_size: int, flow_noise: float, flow_start: str,
             seed: int, margin: float) -> list[dict]:
-    """One row per scene (`scene_row`, with its token and family)."""
+    """One row per scene (`scene_row`, with its token and family); `planner`: a policy's `rl.evaluate.Planner`."""
     scorer = PDMScorer("v1")
     plans = plan_scenes(planner, scenes)  # (S, N, 3): the deterministic plans evaluation scores
     ordered = sorted({1.0, 0.9, *scales}, reverse=True)
@@ -77,7 +77,7 @@ def measure(policy, planner, scenes, scales: Sequence[float], group_size: int, f
         prepared = scorer.prepare(scene)
         moved = np.stack([slowed(plan[None], s, planner.interval_s)[0] for s in ordered])
         by_scale = {s: r["PDMS"] for s, r in zip(ordered, scorer.score(prepared, moved, interval_s=planner.interval_s))}
-        group = policy.sample_group(scene, group_size, flow_noise=flow_noise, action_source="expert", seed=seed + i,
+        group = planner.policy.sample_group(scene, group_size, flow_noise=flow_noise, action_source="expert", seed=seed + i,
                                     group_reasoning="greedy", flow_start=flow_start)
         samples = np.stack([s.trajectory for s in group.samples])
         scores = np.array([r["PDMS"] for r in scorer.score(prepared, samples, interval_s=planner.interval_s)])
@@ -142,7 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     scenes = [s for s in stream if not isinstance(s, UnreadableScene)][: args.max_scenes]
     began = time.perf_counter()
     with torch.no_grad():
-        rows = measure(planner.policy, planner, scenes, SPEED_SCALES, args.group_size, args.flow_noise,
+        rows = measure(planner, scenes, SPEED_SCALES, args.group_size, args.flow_noise,
                        args.flow_start, args.seed, args.margin)
     table = summarise(rows)
     print(format_table(table))

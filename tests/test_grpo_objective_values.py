@@ -246,6 +246,8 @@ def test_the_per_dimension_flow_ratio_divides_each_step_log_ratio_and_kl_by_the_
     _, step_kl = _loss(policy, samples, "expert", kl_beta=0.05, reference=reference)
     _, dim_kl = _loss(policy, samples, "expert", kl_beta=0.05, reference=reference, flow_ratio="dimension")
     assert dim_kl["flow_kl"] == pytest.approx(step_kl["flow_kl"] / dims, rel=1e-5)
+    with pytest.raises(ValueError, match="flow_ratio='pixel'"):
+        _loss(policy, samples, "expert", flow_ratio="pixel")
 
 
 def test_joint_loss_is_the_token_term_plus_the_flow_term_each_over_its_own_count(policy, flow_samples):

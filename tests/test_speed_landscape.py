@@ -49,3 +49,21 @@ def test_the_summary_gives_the_best_single_scale_beside_the_per_scene_oracle(lan
     assert (whole["only below 0.9"], whole["hurts at 0.9"]) == (0.5, 0.5)
     assert whole["slope"] == pytest.approx(-1.0) and whole["groups with spread"] == 1  # b's group has no spread
     assert table["lane_follow"]["slope"] is None
+
+
+def test_the_benchmark_scores_the_policy_s_own_plans_at_scale_one_and_writes_its_json(landscape, tiny_grpo_assets,
+                                                                                         tmp_path, capsys):
+    import json
+
+    from rl.evaluate import best_speed_scale
+
+    out = tmp_path / "landscape.json"
+    policy, val = str(tiny_grpo_assets["policy"]), str(tiny_grpo_assets["val"])
+    assert landscape.main(["--checkpoint", policy, "--scenes", val, "--group-size", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    whole = report["table"]["all"]
+    _, means = best_speed_scale(policy, val, [1.0, 0.4])  # the evaluation's own mean PDMS per scale
+    assert whole["PDMS by scale"]["1"] == pytest.approx(means[1.0], abs=1e-9)
+    assert whole["PDMS by scale"]["0.4"] == pytest.approx(means[0.4], abs=1e-9)
+    assert whole["oracle"] >= max(whole["PDMS by scale"].values()) - 1e-12  # each scene's best >= any one scale
+    assert len(report["rows"]) == whole["scenes"] and "| all |" in capsys.readouterr().out

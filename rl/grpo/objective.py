@@ -23,7 +23,7 @@ from typing import Callable, ContextManager, Optional
 import numpy as np
 import torch
 
-from rl.config import TRAIN_TARGETS, GRPOConfig, LearnerConfig, RolloutConfig  # defined once, in the config
+from rl.config import FLOW_RATIOS, TRAIN_TARGETS, GRPOConfig, LearnerConfig, RolloutConfig  # defined once, in the config
 from rl.grpo.losses import flow_grpo_loss, grpo_loss
 from rl.policy.training import PrefixKV, cached_flow_step_logprobs, prefix_kv
 from rl.records import TrainingSample
@@ -98,6 +98,8 @@ def micro_batch_loss(
     """
     if cfg.train_target not in TRAIN_TARGETS:
         raise ValueError(f"train_target={cfg.train_target!r}: expected one of {TRAIN_TARGETS}")
+    if cfg.flow_ratio not in FLOW_RATIOS:
+        raise ValueError(f"flow_ratio={cfg.flow_ratio!r}: expected one of {FLOW_RATIOS}")
     if prefix is not None:
         if cfg.train_target != "expert":
             raise ValueError(f"train_target={cfg.train_target!r} trains the VLM: its prefix cannot be cached "
