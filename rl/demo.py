@@ -56,11 +56,12 @@ def _done(policy_dir: Path) -> bool:
 def stage_data(cfg: TrainConfig, paths: PipelinePaths) -> None:
     from sim.cameras import CameraConfig
     from sim.generate import GeneratorOptions, generate_splits
+    from sim.generate_resume import find_splits_summary
     from sim.scenarios import FAMILIES
     from sim.scenarios.human import HumanLogs
 
     p = cfg.pipeline
-    if (paths.data / "splits.json").is_file():
+    if find_splits_summary(paths.data) is not None:
         logger.info("data: reusing %s", paths.data)
         return
     options = GeneratorOptions(tuple(p.families or FAMILIES), p.neg_share, p.rec_share,

@@ -92,7 +92,7 @@ def iter_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = None) 
 
     path = Path(path)
     json_files = sorted(path.glob("*.json")) if path.is_dir() else ([path] if path.suffix == ".json" else [])
-    json_files = [f for f in json_files if f.name not in ("_manifest.json", "manifest.json", "splits.json")]
+    json_files = [f for f in json_files if f.name not in ("_manifest.json", "manifest.json", "_splits.json", "splits.json")]
     is_dataset = path.is_file() and path.suffix == ".parquet" or path.is_dir() and (
         find_manifest(path) is not None or any(path.glob("shard-*.parquet")))
     if is_dataset:

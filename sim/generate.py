@@ -13,7 +13,7 @@ a previous run completed, and refuses, before writing anything, options that dif
 shard of a larger run is left behind. Arguments are checked before anything is generated.
 
 Splits mode: `--splits train=2000,val=200,test=200` writes DIR/train, DIR/val, DIR/test, each a dataset,
-and DIR/splits.json.
+and DIR/_splits.json (skipped by Parquet readers, so DIR reads as one table of every split).
 """
 from __future__ import annotations
 
@@ -34,7 +34,13 @@ from sim.dataset import (
     LEGACY_MANIFEST_NAME, MANIFEST_NAME, SCHEMA_VERSION, SHARD_PATTERN, DatasetError, open_shard, scene_to_row,
     shard_metadata, write_manifest, write_shard,
 )
-from sim.generate_resume import ResumeError, check_resume, check_splits_resume
+from sim.generate_resume import (
+    LEGACY_SPLITS_SUMMARY,
+    SPLITS_SUMMARY,
+    ResumeError,
+    check_resume,
+    check_splits_resume,
+)
 from sim.scenarios.human import HumanLogs
 
 SPLIT_SLOTS = {"train": 0, "val": 1, "test": 2}
@@ -321,9 +327,9 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 
 def generate_splits(out: str | Path, splits: dict[str, int], seed: int, options: GeneratorOptions, **kwargs) -> dict[str, Any]:
-    """Write one dataset per split under `out/<split>`; returns {split: manifest} (also in out/splits.json).
-    Every split is checked (`generate_dataset`'s refusals; with `resume`, the splits of out/splits.json)
-    before any is written."""
+    """Write one dataset per split under `out/<split>`; returns {split: manifest} (also in out/_splits.json, which
+    replaces an older dataset's out/splits.json). Every split is checked (`generate_dataset`'s refusals; with
+    `resume`, the splits of the summary) before any is written."""
     out = Path(out)
     if not splits:
         raise ValueError("--splits: no split given")
@@ -334,7 +340,8 @@ def generate_splits(out: str | Path, splits: dict[str, int], seed: int, options:
         _preflight(out / name, n, seed, options, name, resume, overwrite)
     manifests = {name: generate_dataset(out / name, n, seed, options, split=name, **kwargs) for name, n in splits.items()}
     summary = {name: {"path": name, "num_scenes": m["num_scenes"], "scene_seeds": m["scene_seeds"]} for name, m in manifests.items()}
-    (out / "splits.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (out / SPLITS_SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (out / LEGACY_SPLITS_SUMMARY).unlink(missing_ok=True)
     return manifests
 
 

@@ -16,6 +16,18 @@ if TYPE_CHECKING:
     from sim.generate import GeneratorOptions
 
 _RETRY = "resume with the dataset's options, or pass --overwrite (without --resume) to replace it"
+# The splits summary of a `--splits` run, beside the split folders. Its leading underscore makes Parquet readers
+# skip it, as they skip each split's `_manifest.json`, so the parent folder reads as one table of every split.
+SPLITS_SUMMARY = "_splits.json"
+LEGACY_SPLITS_SUMMARY = "splits.json"  # the name older versions wrote; still read, replaced on the next write
+
+
+def find_splits_summary(out: str | Path) -> Optional[Path]:
+    """out/_splits.json, else an older dataset's out/splits.json, else None."""
+    for name in (SPLITS_SUMMARY, LEGACY_SPLITS_SUMMARY):
+        if (Path(out) / name).is_file():
+            return Path(out) / name
+    return None
 
 
 class ResumeError(ValueError):
@@ -102,9 +114,9 @@ def check_resume(out: str | Path, num_scenes: int, seed: int, options: "Generato
 
 
 def check_splits_resume(out: str | Path, splits: dict[str, int]) -> None:
-    """Raise `ResumeError` unless `splits` are the splits recorded in out/splits.json (when there is one)."""
-    summary_path = Path(out) / "splits.json"
-    if not summary_path.is_file():
+    """Raise `ResumeError` unless `splits` are the splits recorded in the splits summary (when there is one)."""
+    summary_path = find_splits_summary(out)
+    if summary_path is None:
         return
     try:
         recorded = {name: entry["num_scenes"] for name, entry in json.loads(summary_path.read_text()).items()}
@@ -112,5 +124,5 @@ def check_splits_resume(out: str | Path, splits: dict[str, int]) -> None:
         raise ResumeError(f"{summary_path}: not a splits summary ({type(e).__name__}: {e})") from e
     if recorded != dict(splits):
         text = lambda d: ",".join(f"{k}={v}" for k, v in d.items())  # noqa: E731
-        raise ResumeError(f"{out}: --resume with options that differ from the dataset's (splits.json); nothing was "
+        raise ResumeError(f"{out}: --resume with options that differ from the dataset's ({summary_path.name}); nothing was "
                           f"written:\n  --splits: the dataset has {text(recorded)}, given {text(splits)}\n{_RETRY}")

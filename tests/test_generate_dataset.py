@@ -94,8 +94,13 @@ def test_command_line_splits_mode(tmp_path, capsys):
     rc = main(["--out", str(tmp_path), "--splits", "train=3,val=2", "--seed", "4", "--families", ",".join(TWO_FAMILIES),
                "--height", "16", "--width", "32", "--quiet"])
     assert rc == 0
-    summary = json.loads((tmp_path / "splits.json").read_text())
+    summary = json.loads((tmp_path / "_splits.json").read_text())
     assert summary["train"]["num_scenes"] == 3 and summary["val"]["num_scenes"] == 2
+    # the summary's underscore keeps it out of Parquet readers: the parent folder reads as one table of both splits
+    import pyarrow.dataset as ds
+
+    assert sorted(ds.dataset(tmp_path, format="parquet").to_table(columns=["split"])["split"].to_pylist()) == \
+        ["train"] * 3 + ["val"] * 2
     train_seeds = set(SceneDataset(tmp_path / "train").read(["seed"])["seed"].to_pylist())
     val_seeds = set(SceneDataset(tmp_path / "val").read(["seed"])["seed"].to_pylist())
     assert train_seeds == {4, 5, 6} and val_seeds == {4 + SEEDS_PER_SPLIT, 5 + SEEDS_PER_SPLIT}

@@ -155,7 +155,7 @@ def test_splits_resume_refuses_other_splits_before_writing_any(tmp_path, capsys)
     assert _snapshot(out) == before
     # Without the summary (a run stopped before writing it), each split is checked before any is written:
     # train matches and would be kept, val differs, so nothing is written at all.
-    (out / "splits.json").unlink()
+    (out / "_splits.json").unlink()
     before = _snapshot(out)
     assert main([*splits, "--splits", "train=3,val=3", "--resume"]) == 2
     err = capsys.readouterr().err
@@ -215,3 +215,15 @@ def test_the_largest_seed_makes_a_dataset_in_the_last_split_slot(tmp_path):
     seed = SceneDataset(tmp_path).read(["seed"])["seed"].to_pylist()
     assert seed == [sim.generate.scene_specs(1, MAX_SEED, "split949", options)[0].seed]
     assert seed[0] + sim.generate.SEEDS_PER_SPLIT - 1 == 2**63 - 1  # the last seed of that slot is int64's largest
+
+
+def test_an_older_datasets_splits_json_is_still_checked_on_resume_and_replaced_by_the_underscored_name(tmp_path,
+                                                                                                        capsys):
+    out = tmp_path / "data"
+    splits = ["--out", str(out), "--seed", "4", *BASE]
+    assert main([*splits, "--splits", "train=3,val=2"]) == 0
+    (out / "_splits.json").rename(out / "splits.json")  # as older versions wrote it
+    assert main([*splits, "--splits", "train=3", "--resume"]) == 2
+    assert "differ from the dataset's (splits.json)" in capsys.readouterr().err
+    assert main([*splits, "--splits", "train=3,val=2", "--resume"]) == 0
+    assert (out / "_splits.json").is_file() and not (out / "splits.json").exists()
