@@ -34,7 +34,15 @@ import numpy as np
 import torch
 
 from rewards.pdm import PDMScorer
-from rl.evaluate import SPEED_SCALES, UnreadableScene, iter_scenes, load_planner, plan_scenes, slowed
+from rl.evaluate import (
+    SPEED_SCALES,
+    PreparedScenes,
+    UnreadableScene,
+    iter_scenes,
+    load_planner,
+    plan_scenes,
+    slowed_scores,
+)
 from rl.policy.config import FLOW_STARTS
 from rl.tracking import strict_json
 
@@ -69,18 +77,18 @@ def scene_row(by_scale: dict[float, float], ratios: np.ndarray, scores: np.ndarr
 def measure(planner, scenes, scales: Sequence[float], group_size: int, flow_noise: float, flow_start: str,
             seed: int, margin: float) -> list[dict]:
     """One row per scene (`scene_row`, with its token and family); `planner`: a policy's `rl.evaluate.Planner`."""
-    scorer = PDMScorer("v1")
+    scorer, prepared = PDMScorer("v1"), PreparedScenes()
     plans = plan_scenes(planner, scenes)  # (S, N, 3): the deterministic plans evaluation scores
     ordered = sorted({1.0, 0.9, *scales}, reverse=True)
+    by_scales = slowed_scores(plans, scenes, ordered, scorer, prepared, planner.interval_s)  # (S, scales)
     rows = []
-    for i, (scene, plan) in enumerate(zip(scenes, plans)):
-        prepared = scorer.prepare(scene)
-        moved = np.stack([slowed(plan[None], s, planner.interval_s)[0] for s in ordered])
-        by_scale = {s: r["PDMS"] for s, r in zip(ordered, scorer.score(prepared, moved, interval_s=planner.interval_s))}
-        group = planner.policy.sample_group(scene, group_size, flow_noise=flow_noise, action_source="expert", seed=seed + i,
-                                    group_reasoning="greedy", flow_start=flow_start)
+    for i, (scene, plan, row) in enumerate(zip(scenes, plans, by_scales)):
+        by_scale = dict(zip(ordered, row.tolist()))
+        group = planner.policy.sample_group(scene, group_size, flow_noise=flow_noise, action_source="expert",
+                                            seed=seed + i, group_reasoning="greedy", flow_start=flow_start)
         samples = np.stack([s.trajectory for s in group.samples])
-        scores = np.array([r["PDMS"] for r in scorer.score(prepared, samples, interval_s=planner.interval_s)])
+        scores = np.array([r["PDMS"] for r in scorer.score(prepared.get(scorer, scene), samples,
+                                                           interval_s=planner.interval_s)])
         ratios = reach(samples) / max(float(reach(plan)), 1e-6)
         rows.append({"token": scene.token, "family": scene.family,
                      **scene_row(by_scale, ratios, scores, margin)})

@@ -87,12 +87,15 @@ def columns_for(version: str) -> dict[str, str]:
 
 def iter_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = None) -> tuple[int, Iterator[Scene]]:
     """(count, scenes) from a dataset directory / shard, a folder of scene JSON files, or one JSON file."""
-    from sim.dataset import SceneDataset, find_manifest
+    from sim.dataset import LEGACY_MANIFEST_NAME, MANIFEST_NAME, SceneDataset, find_manifest
+    from sim.generate_resume import LEGACY_SPLITS_SUMMARY, SPLITS_SUMMARY
     from sim.scene_json import load_scene_json
+
+    SUMMARY_FILES = (MANIFEST_NAME, LEGACY_MANIFEST_NAME, SPLITS_SUMMARY, LEGACY_SPLITS_SUMMARY)  # not scenes
 
     path = Path(path)
     json_files = sorted(path.glob("*.json")) if path.is_dir() else ([path] if path.suffix == ".json" else [])
-    json_files = [f for f in json_files if f.name not in ("_manifest.json", "manifest.json", "_splits.json", "splits.json")]
+    json_files = [f for f in json_files if f.name not in SUMMARY_FILES]
     is_dataset = path.is_file() and path.suffix == ".parquet" or path.is_dir() and (
         find_manifest(path) is not None or any(path.glob("shard-*.parquet")))
     if is_dataset:
@@ -402,6 +405,16 @@ def plan_scenes(planner: Planner, scenes: list[Scene], batch_size: int = 8) -> n
     return np.concatenate([planner(batch) for batch in _batches(iter(scenes), batch_size)])
 
 
+def slowed_scores(plans: np.ndarray, scenes: list[Scene], scales: Sequence[float], scorer, prepared: PreparedScenes,
+                  interval_s: float) -> np.ndarray:
+    """(S, len(scales)) v1 PDMS (EPDMS for a v2 `scorer`) of each scene's plan (plans (S, N, 3), ego frame) driven
+    at each speed scale (`slowed`); each scene is prepared once through `prepared`."""
+    moved = np.stack([slowed(plans, s, interval_s) for s in scales], 1)  # (S, scales, N, 3)
+    key = "PDMS" if scorer.version == "v1" else "EPDMS"
+    return np.array([[r[key] for r in scorer.score(prepared.get(scorer, scene), group, interval_s=interval_s)]
+                     for scene, group in zip(scenes, moved)])
+
+
 def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], version: str = "v1",
                      prepared: Optional[PreparedScenes] = None,
                      action_source: Optional[str] = None) -> tuple[float, dict[float, float]]:
@@ -422,10 +435,7 @@ def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], vers
         raise EvaluationError(f"--scenes {scenes}: no readable positive scene to choose a speed scale on")
     plans = plan_scenes(planner, readable)  # (S, N, 3)
     ordered = sorted(set(float(x) for x in scales), reverse=True)
-    moved = np.stack([slowed(plans, s, planner.interval_s) for s in ordered], 1)  # (S, scales, N, 3)
-    key = "PDMS" if version == "v1" else "EPDMS"
-    scores = np.array([[r[key] for r in scorer.score(prepared.get(scorer, scene), group, interval_s=planner.interval_s)]
-                       for scene, group in zip(readable, moved)])  # (S, scales)
+    scores = slowed_scores(plans, readable, ordered, scorer, prepared, planner.interval_s)  # (S, scales)
     means = {s: float(m) for s, m in zip(ordered, scores.mean(0))}
     best = max(ordered, key=lambda s: (round(means[s], 12), s))
     return best, means

@@ -110,6 +110,7 @@ def flow_grpo_loss(
     per_dimension: the step's log-ratio and KL are divided by D (`grpo.flow_ratio: dimension`), so the ratio is
     the geometric mean of the D dimensions' ratios and the clip bounds a dimension's move, not the step's sum.
     """
+    dims = 1.0  # the step's joint density; D with per_dimension
     if per_dimension:
         if means is None:
             raise ValueError("per_dimension needs the step means (B, K, D) to know D")
@@ -119,8 +120,7 @@ def flow_grpo_loss(
     if kl_beta > 0.0:
         if means is None or ref_means is None or step_std is None:
             raise ValueError("kl_beta > 0 needs the step means, the reference means and the step std")
-        kl = masked_mean(gaussian_step_kl(means, ref_means, step_std), step_mask)
-        kl = kl / float(means.shape[-1]) if per_dimension else kl
+        kl = masked_mean(gaussian_step_kl(means, ref_means, step_std), step_mask) / dims
         loss = loss + kl_beta * kl
         stats["kl"] = kl.detach()
     stats["policy_loss"] = loss.detach()
