@@ -67,6 +67,8 @@ class Learner:
         # The precision contract (SpanVLAPolicy): the VLM in bf16 under learner.bf16, the expert in fp32; set
         # before the reference copy and the adapters so they share it (the rollout copies do the same).
         self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(learner.bf16)
+        if rollout.pace_std > 0:
+            self.policy.add_pace_head()  # before the reference copy: the reference drives every plan as it is
         target = objective.train_target
         lora, reference = asdict(learner.lora), learner.reference
         self.lora_enabled = bool(learner.lora.enabled)
@@ -117,12 +119,14 @@ class Learner:
         from rl.deepspeed_engine import create_engine
 
         g, l = self.grpo, self.settings
+        pace_head = self.policy.expert.pace_head
         self.engine = create_engine(
             self.policy, self.policy.parameters(), lr=g.lr, weight_decay=g.weight_decay,
             zero_stage=l.zero_stage, micro_batch_size=self.micro_batch_size,
             grad_clip=g.grad_clip, bf16=l.bf16, managed_accumulation=False,
             rank=self.rank, world_size=self.world_size, master_addr=master_addr, master_port=master_port,
             listen_socket=self._rendezvous_sockets.pop(master_port, None),
+            own_lr=[(list(pace_head.parameters()), g.pace_lr)] if pace_head is not None else (),
         )
         return self.rank
 

@@ -62,6 +62,8 @@ class RolloutWorker:
         self.fault = fault or FaultInjection()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.policy = SpanVLAPolicy.load(policy_dir, device=device).set_precision(bf16)
+        if rollout.pace_std > 0:
+            self.policy.add_pace_head()  # the learner's, drawn from the same seed
         if lora is not None and lora.enabled:
             apply_lora(self.policy, asdict(lora))
         # After the adapters exist: their dropout modules are created in training mode, and a sample must come
@@ -100,7 +102,7 @@ class RolloutWorker:
         group = self.policy.sample_group(
             request.scene, self.group_size, temperature=s.temperature, top_p=s.top_p, flow_noise=s.flow_noise,
             action_source=s.action_source, seed=request.seed, group_reasoning=s.group_reasoning,
-            flow_start=s.flow_start,
+            flow_start=s.flow_start, pace_std=s.pace_std,
         )
         return GroupRollout(request.step, request.group_id, request.scene.token, request.scene.sample_type,
                             self.policy_version, self.rank, group, time.perf_counter() - start)

@@ -102,7 +102,7 @@ def make_expert(policy: SpanVLAPolicy, horizon: int, kv: tuple | None, k: int | 
 
 def expert_trajectory(expert: ActionExpert, cache, decoded, inputs) -> np.ndarray:
     """What inference does after `<action_gen>`: context from the cache, 5 Euler steps, denormalise."""
-    return run_expert(expert, cache, decoded, inputs.history, inputs.velocity)[0]
+    return run_expert(expert, cache, decoded, inputs.history, inputs.velocity).trajectories
 
 
 def decode(policy, cache, logits, inputs, positions, mode: str, reasoning_text_tokens: int, action_tokens: int = 1):

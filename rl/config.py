@@ -102,6 +102,9 @@ class GRPOConfig:
     # step's learner update, with the weights from before it (one version behind; the ratio uses the recorded
     # log-probs). The step after a checkpoint is always sampled after the push (exact resume).
     max_staleness: int = 0
+    # AdamW learning rate of the pace head (rollout.pace_std > 0): a fresh head whose mean must move by tenths of a
+    # log speed within a run, where grpo.lr moves a weight by about lr per update.
+    pace_lr: float = 3e-3
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -129,6 +132,11 @@ class RolloutConfig:
     # "auto": greedy with train_target expert, sampled otherwise (`TrainConfig.group_reasoning`).
     group_reasoning: str = "auto"
     max_retries: int = 2  # re-sends of a group whose worker died
+    # > 0: each sample also draws its pace, the log of the fraction of the plan's speed it is driven at, from
+    # N(the pace head's mean, pace_std^2) (`rl.policy.pace`); its density is one more column of the flow chain, so
+    # GRPO trains where along its path the plan is driven with what the plan is. A policy without a pace head gets
+    # one, initialised to drive the plan as it is. Needs train_target expert and grpo.flow_ratio step. 0: off.
+    pace_std: float = 0.0
 
 
 @dataclass
@@ -373,6 +381,18 @@ class TrainConfig:
                               " there is no draw to score)")
         if g.flow_ratio not in FLOW_RATIOS:
             raise ConfigError(f"grpo.flow_ratio={g.flow_ratio!r}: expected one of {FLOW_RATIOS}")
+        if self.rollout.pace_std < 0:
+            raise ConfigError(f"rollout.pace_std={self.rollout.pace_std}: must be >= 0 (0: no pace)")
+        if self.rollout.pace_std > 0:
+            if g.train_target != "expert" or self.rollout.action_source != "expert":
+                raise ConfigError(f"rollout.pace_std={self.rollout.pace_std} trains the expert's pace head: it needs "
+                                  f"grpo.train_target expert and rollout.action_source expert (got "
+                                  f"{g.train_target!r} and {self.rollout.action_source!r})")
+            if g.flow_ratio != "step":
+                raise ConfigError(f"rollout.pace_std={self.rollout.pace_std} needs grpo.flow_ratio step: the pace is one "
+                                  "dimension, which flow_ratio dimension would divide by the plan's")
+            if g.pace_lr <= 0:
+                raise ConfigError(f"grpo.pace_lr={g.pace_lr}: must be > 0")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:

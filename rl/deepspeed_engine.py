@@ -110,6 +110,7 @@ def create_engine(
     lr_lambda=None,
     listen_socket: Optional[socket.socket] = None,
     fp32_modules: Optional[Sequence[torch.nn.Module]] = None,
+    own_lr: Sequence[tuple[Sequence[torch.nn.Parameter], float]] = (),
 ):
     """Wrap `model` in a DeepSpeed engine training `parameters` with AdamW.
 
@@ -120,6 +121,8 @@ def create_engine(
     bf16: cast the model to bf16 except `fp32_modules` (default: the model's `fp32_modules()`, e.g. the
     policy's flow expert), which stay fp32 (see the module docstring). ZeRO stage 3 needs one dtype for all
     trained parameters and is refused when they are mixed.
+    own_lr: (parameters, learning rate) pairs: parameters of `parameters` trained at a learning rate of their own
+    (each its own optimizer groups, per dtype).
     Returns the engine; call engine.backward(loss) and engine.step(). With `managed_accumulation=False`,
     call backward(loss, scale_wrt_gas=False) any number of times, then step() once.
     """
@@ -149,7 +152,12 @@ def create_engine(
     if zero_stage == 3 and len(dtypes) > 1:
         raise ValueError(f"zero_stage=3 needs one dtype for every trained parameter, got {dtypes} (bf16 with an "
                          "fp32 flow expert): use ZeRO stage 1 or 2 (learner.zero_stage / sft.zero_stage)")
-    optimizer = torch.optim.AdamW(param_groups_by_dtype(params), lr=lr, weight_decay=weight_decay, betas=betas)
+    special = {id(p): group_lr for ps, group_lr in own_lr for p in ps if p.requires_grad}
+    groups = param_groups_by_dtype([p for p in params if id(p) not in special])
+    for group_lr in dict.fromkeys(special.values()):
+        groups += [{**g, "lr": group_lr}
+                   for g in param_groups_by_dtype([p for p in params if special.get(id(p)) == group_lr])]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay, betas=betas)
     # DeepSpeed's bf16 mode would re-cast the fp32 modules: the cast above is the whole precision setup.
     config = deepspeed_config(zero_stage, micro_batch_size, grad_clip, False, managed_accumulation=managed_accumulation)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda) if lr_lambda is not None else None

@@ -12,6 +12,7 @@ from rl.config import TRAIN_TARGETS, TrainConfig
 from rl.config_io import ConfigError, load_config
 from rl.input_checks import (InputError, check_codebook, check_dataset, check_policy, check_reward_terms,
                              validate_sft_inputs, validate_train_inputs)
+from rl.policy.config import PolicyConfigError
 
 CONFIG = "configs/tiny_smoke.yaml"
 
@@ -68,6 +69,20 @@ def test_flow_ratio_is_one_of_the_named_ratios():
     with pytest.raises(ConfigError, match=r"grpo.flow_ratio='token': expected one of \('step', 'dimension'\)"):
         _config("grpo.flow_ratio=token")
     assert _config("grpo.flow_ratio=dimension").grpo.flow_ratio == "dimension"
+
+
+def test_a_drawn_pace_needs_the_expert_a_step_ratio_and_a_positive_rate():
+    with pytest.raises(ConfigError, match=r"rollout.pace_std=-0.1: must be >= 0"):
+        _config("rollout.pace_std=-0.1")
+    with pytest.raises(ConfigError, match=r"rollout.pace_std=0.3 trains the expert's pace head.*'vlm'"):
+        _config("rollout.pace_std=0.3", "grpo.train_target=vlm")
+    with pytest.raises(ConfigError, match=r"rollout.pace_std=0.3 needs grpo.flow_ratio step"):
+        _config("rollout.pace_std=0.3", "grpo.flow_ratio=dimension")
+    with pytest.raises(ConfigError, match=r"grpo.pace_lr=0.0: must be > 0"):
+        _config("rollout.pace_std=0.3", "grpo.pace_lr=0")
+    with pytest.raises(PolicyConfigError, match=r"policy.expert.pace_min_scale=1.5: must lie in \(0, 1\]"):
+        _config("policy.expert.pace_min_scale=1.5")
+    assert _config("rollout.pace_std=0.3").rollout.pace_std == 0.3
 
 
 def test_unknown_sample_types_name_the_key_and_the_valid_set():

@@ -120,3 +120,20 @@ def test_expert_changes_only_the_expert(ray_cluster, tiny_grpo_assets, tmp_path,
     vlm_after, expert_after = policy_tensors(out / "ckpt" / "step_1" / "policy")
     assert changed(vlm_before, vlm_after) == set()
     assert changed(expert_before, expert_after)
+
+
+def test_a_drawn_pace_trains_the_pace_head_at_its_own_rate_and_is_saved(ray_cluster, tiny_grpo_assets, tmp_path,
+                                                                         start):
+    out = tmp_path / "pace"
+    step = run_one_step(tiny_grpo_assets, out, **{"grpo.train_target": "expert", "rollout.pace_std": 0.3,
+                                                  "grpo.pace_lr": 0.05})
+    assert step["train/skipped"] == 0.0 and "rollout/pace_log_speed" in step and step["rollout/pace_scene_std"] > 0
+    _, expert_before = start
+    _, expert_after = policy_tensors(out / "ckpt" / "step_1" / "policy")
+    head = {k for k in expert_after if k.startswith("pace_head.")}
+    assert head and set(expert_after) - head == set(expert_before)
+    # The new head's output layer starts at zero; 3 AdamW updates at lr 0.05 move its bias by about 0.05 each,
+    # where grpo.lr (1e-3 here) would move it by about 1e-3.
+    assert 0.02 < abs(float(expert_after["pace_head.2.bias"][0])) <= 0.15 + 1e-6
+    policy = SpanVLAPolicy.load(out / "ckpt" / "step_1" / "policy")
+    assert policy.config.expert.pace and policy.expert.pace_head is not None

@@ -32,7 +32,23 @@ def rollout_metrics(rollouts: list) -> dict[str, float]:
     }
     for t in SAMPLE_TYPES:
         out[f"rollout/groups_{t}"] = float(types.count(t))
+    out.update(pace_metrics(rollouts))
     return out
+
+
+def pace_metrics(rollouts: list) -> dict[str, float]:
+    """With drawn paces (rollout.pace_std > 0; `rl.policy.pace`): `rollout/pace_log_speed`, the samples' mean pace
+    z (the log of the fraction of the plan's speed, before clipping at 0), and `rollout/pace_scene_std`, the std
+    over groups of each group's mean z: how much the pace differs from scene to scene (a scene-blind head leaves
+    about pace_std / sqrt(G))."""
+    per_group = [[s.chain.pace for s in r.group.samples if s.chain is not None and s.chain.pace is not None]
+                 for r in rollouts]
+    per_group = [z for z in per_group if z]
+    if not per_group:
+        return {}
+    means = [float(np.mean(z)) for z in per_group]
+    return {"rollout/pace_log_speed": float(np.mean(np.concatenate(per_group))),
+            "rollout/pace_scene_std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0}
 
 
 def _spread(trajectories: np.ndarray) -> float:

@@ -79,6 +79,11 @@ class ExpertConfig:
     prior_loss_weight: float = 0.1  # extra MSE(a_his, a) that teaches the history prior directly
     min_spread_xy: float = 0.05  # floors of the per-waypoint normalisation spread (m, rad)
     min_spread_heading: float = 0.005
+    # A pace head (`rl.policy.pace`): the plan is driven along its path at a scene-chosen fraction s of its speed,
+    # s = exp(clip(z, log(pace_min_scale), 0)), z read from the expert's features of the scene and its plan. Added
+    # (zero: s = 1, the plan as it is) by GRPO with rollout.pace_std > 0; false: no head.
+    pace: bool = False
+    pace_min_scale: float = 0.3
 
 
 @dataclass
@@ -147,6 +152,9 @@ def validate_policy_config(cfg: PolicyConfig) -> PolicyConfig:
         raise PolicyConfigError("policy.expert.kv_layers is empty: name at least one VLM layer, or set it to null")
     if e.history_noise_std < 0:
         raise PolicyConfigError(f"policy.expert.history_noise_std={e.history_noise_std}: must be >= 0")
+    if not 0.0 < e.pace_min_scale <= 1.0:
+        raise PolicyConfigError(f"policy.expert.pace_min_scale={e.pace_min_scale}: must lie in (0, 1] (a plan is only "
+                                "known up to its last pose, so it can be driven slower, not faster)")
     if c.num_tokens < 2:
         raise PolicyConfigError(f"policy.codebook.num_tokens={c.num_tokens}: need at least 2 (token 0 is standing still)")
     if c.delta <= 0 or c.segment_s <= 0:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -204,6 +204,33 @@ class ActionExpert(nn.Module):
         one = torch.tensor([1.0, 0.0, 1.0] * (2 * len(self.kv_layers)) + [1.0, 0.0])
         self.register_buffer("modulation_one", one[:, None], persistent=False)
         self.out = nn.Linear(hidden, 3 * k)
+        self.pace_head: Optional[nn.Sequential] = None
+        if cfg.pace:
+            self.add_pace_head()
+
+    # --- the pace (rl.policy.pace) -------------------------------------------------------------------------
+    def add_pace_head(self, seed: int = 0) -> None:
+        """Give the expert a pace head (an MLP of the expert's features of a scene and its plan) whose output is
+        0 until it trains: every plan is then driven as it is. Its hidden layer is drawn from `seed`, so every copy
+        built from the same policy (learner, rollout workers) is the same. Sets `cfg.pace`."""
+        hidden = self.hidden_size
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(head[-1].weight)
+        nn.init.zeros_(head[-1].bias)
+        self.pace_head = head.to(self.out.weight.device, self.out.weight.dtype)
+        self.cfg.pace = True
+
+    def pace_mean(self, plan: torch.Tensor, ctx: "ExpertContext") -> torch.Tensor:
+        """The pace head's mean z (B,) for the denoised plans (B, N, 3) (normalised space): the head reads the
+        expert's final features at flow time 1 averaged over the waypoint tokens, computed without grad (the pace
+        trains its head alone, never the velocity field)."""
+        if self.pace_head is None:
+            raise ValueError("this expert has no pace head (policy.expert.pace is false)")
+        with torch.no_grad():
+            features = self.features(plan, torch.ones(plan.shape[0], device=plan.device), ctx).mean(1)
+        return self.pace_head(features)[:, 0].float()
 
     # --- the prior ----------------------------------------------------------------------------------------
     def prior_mean(self, history: torch.Tensor) -> torch.Tensor:
@@ -248,14 +275,17 @@ class ActionExpert(nn.Module):
     # --- the velocity field -------------------------------------------------------------------------------
     def velocity(self, x: torch.Tensor, t: torch.Tensor, ctx: ExpertContext) -> torch.Tensor:
         """v = f(x_t, t) (B, N, 3) for x_t (B, N, 3) normalised and flow time t (B,) (0 prior, 1 data)."""
+        return self.out(self.features(x, t, ctx)).view(x.shape[0], -1, 3)[:, :self.horizon]
+
+    def features(self, x: torch.Tensor, t: torch.Tensor, ctx: ExpertContext) -> torch.Tensor:
+        """The waypoint tokens' final normalised states (B, T, hidden), which `out` projects to the velocity."""
         cond = self.time_mlp(time_embedding(t, self.hidden_size).to(x.dtype))
         mods = (self.modulation(cond).view(x.shape[0], -1, self.hidden_size) + self.modulation_one)[:, :, None]
         tokens = self.waypoint_in(self._to_tokens(x)) + self.waypoint_embedding[None]
         h = torch.cat([ctx.ego_token.to(tokens.dtype), tokens], dim=1)
         for j, (layer, k, v) in enumerate(zip(self.layers, ctx.keys, ctx.values)):
             h = layer(h, mods[:, 6 * j:6 * j + 6], k, v, ctx.attn_mask, ctx.rotation)
-        h = torch.addcmul(mods[:, -1], F.rms_norm(h[:, 1:], (self.hidden_size,), eps=1e-6), mods[:, -2])
-        return self.out(h).view(x.shape[0], -1, 3)[:, :self.horizon]
+        return torch.addcmul(mods[:, -1], F.rms_norm(h[:, 1:], (self.hidden_size,), eps=1e-6), mods[:, -2])
 
     def _to_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) poses -> (B, T, 3k) token inputs: consecutive chunks of k poses, the last one zero-padded."""

@@ -3,7 +3,7 @@ of reasoning and of the flow). Functions of a `SpanVLAPolicy`; its methods call 
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
@@ -14,7 +14,8 @@ from rl.policy.backbone import cache_layer_kv, prefix_positions, run_prefix
 from rl.policy.config import ACTION_SOURCES, FLOW_STARTS, GROUP_REASONING
 from rl.policy.decoding import DecodeOptions, DecodeResult, generate
 from rl.policy.expert import ActionExpert
-from rl.policy.flow import draw_start, sample_flow
+from rl.policy.flow import FlowSample, draw_start, sample_flow
+from rl.policy.pace import drive_at_pace, draw_pace, pace_scales, with_pace_column
 from rl.policy.outputs import FlowChain, GroupSample, PlanResult, PolicySample, StageTimings
 from sim.scene import Scene
 
@@ -63,20 +64,42 @@ def _decode(policy, cache, logits, key_mask, next_position, action_source, tempe
     return generate(policy.vlm, policy.tokenizer, cache, logits, key_mask, next_position, options, generator)
 
 
+@dataclass
+class ExpertRun:
+    """What `run_expert` returns. trajectories: (B, N, 3) numpy, ego frame (driven at their pace when the expert
+    has a pace head); flow: the chain (with the pace's column last when the pace was drawn); sigma0: the prior's
+    std; pace: the paces z (B,) numpy, or None without a pace head."""
+
+    trajectories: np.ndarray
+    flow: FlowSample
+    sigma0: float
+    pace: Optional[np.ndarray] = None
+
+
 @torch.no_grad()
 def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torch.Tensor, velocity: torch.Tensor,
-               flow_noise: float = 0.0, generator: Optional[torch.Generator] = None, flow_start: str = "noisy"):
+               flow_noise: float = 0.0, generator: Optional[torch.Generator] = None, flow_start: str = "noisy",
+               pace_std: float = 0.0) -> ExpertRun:
     """The expert on a decoded cache (after `<action_gen>`): context, flow from the prior (a_his itself, or
     a_his + sigma0 eps when `flow_noise` > 0 and `flow_start` is "noisy" or "scored", and always for init
-    noise; "scored" adds the start's density as the chain's first step), denormalisation.
-    -> (trajectories (B, N, 3) numpy ego frame, FlowSample, sigma0)."""
+    noise; "scored" adds the start's density as the chain's first step), denormalisation; then, with a pace head,
+    the pace (`rl.policy.pace`): its mean, or a draw with std `pace_std` > 0 whose density is the chain's last
+    column."""
     ctx = expert.context(cache_layer_kv(cache), decoded.key_mask, decoded.next_position, history)
     noisy_start = (flow_noise > 0.0 and flow_start != "prior") or expert.cfg.init == "noise"
     x0 = draw_start(ctx.prior, ctx.sigma0, noisy_start, generator)
     flow = sample_flow(lambda x, t: expert.velocity(x, t, ctx), x0, ctx.prior, ctx.sigma0, expert.cfg.num_steps,
                        flow_noise, generator, score_start=noisy_start and flow_start == "scored")
-    trajectories = expert.normalizer.denormalize(flow.final.float(), velocity.float())
-    return trajectories.cpu().double().numpy(), flow, ctx.sigma0
+    trajectories = expert.normalizer.denormalize(flow.final.float(), velocity.float()).cpu().double().numpy()
+    if expert.pace_head is None:
+        return ExpertRun(trajectories, flow, ctx.sigma0)
+    mean = expert.pace_mean(flow.final, ctx)
+    z = draw_pace(mean, pace_std, generator)
+    if pace_std > 0.0:
+        flow = with_pace_column(flow, z, mean, pace_std)
+    pace = z.cpu().numpy()
+    moved = drive_at_pace(trajectories, pace_scales(pace, expert.cfg.pace_min_scale), expert.cfg.interval_s)
+    return ExpertRun(moved, flow, ctx.sigma0, pace)
 
 
 def _repeat_decoded(decoded: DecodeResult, times: int) -> DecodeResult:
@@ -113,7 +136,8 @@ def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, s
     if action_source == "expert":
         _sync(device)
         start = time.perf_counter()
-        trajectories, _, _ = run_expert(policy.expert, cache, decoded, inputs.history, inputs.velocity, 0.0, generator)
+        trajectories = run_expert(policy.expert, cache, decoded, inputs.history, inputs.velocity, 0.0,
+                                  generator).trajectories
         _sync(device)
         timings.trajectory_s = time.perf_counter() - start
     else:
@@ -125,7 +149,8 @@ def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, s
 
 def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temperature: float, top_p: float,
                  flow_noise: float, action_source: str, seed: Optional[int], generator: Optional[torch.Generator],
-                 max_reasoning_tokens: int, group_reasoning: str = "sampled", flow_start: str = "noisy") -> GroupSample:
+                 max_reasoning_tokens: int, group_reasoning: str = "sampled", flow_start: str = "noisy",
+                 pace_std: float = 0.0) -> GroupSample:
     """G samples of one scene: ONE prefill, the cache repeated G times, G reasoning traces sampled at
     `temperature` / `top_p`, then G flows with noise level `flow_noise` (a in spanvla.md 2.4; 0 =
     deterministic Euler from a_his) or the sampled action tokens decoded. With `group_reasoning` "greedy"
@@ -133,7 +158,9 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
     its G flows differ only in their noise. `flow_start` "prior" starts each flow at a_his, as `plan` does,
     instead of a_his + sigma0 eps ("noisy"; with `init: noise` the start is always drawn), so that the G flows
     differ only through their scored transitions; "scored" draws the start as "noisy" does and records its
-    density as the chain's first step. The same seed (or generator state) gives the same samples."""
+    density as the chain's first step. `pace_std` > 0 (an expert with a pace head) draws each sample's pace around
+    the head's mean and records it and its density in the chain (`rl.policy.pace`); 0 drives each plan at the
+    mean. The same seed (or generator state) gives the same samples."""
     _check_source(policy, action_source)
     if group_size < 1:
         raise ValueError(f"group_size={group_size}: must be >= 1")
@@ -145,6 +172,9 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
         raise ValueError(f"flow_noise={flow_noise}: the noise level a must lie in [0, 1]")
     if flow_start not in FLOW_STARTS:
         raise ValueError(f"flow_start={flow_start!r}: expected one of {FLOW_STARTS}")
+    if pace_std < 0.0 or (pace_std > 0.0 and (policy.expert.pace_head is None or action_source != "expert")):
+        raise ValueError(f"pace_std={pace_std}: a pace is drawn (> 0) only by an expert with a pace head "
+                         "(policy.expert.pace) planning the group (action_source expert)")
     device = policy.device
     generator = _generator(device, seed, generator)
     timings = StageTimings()
@@ -169,8 +199,9 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
     if action_source == "expert":
         _sync(device)
         start = time.perf_counter()
-        trajectories, flow, sigma0 = run_expert(policy.expert, cache, decoded, repeat(inputs.history),
-                                                repeat(inputs.velocity), flow_noise, generator, flow_start)
+        run = run_expert(policy.expert, cache, decoded, repeat(inputs.history), repeat(inputs.velocity), flow_noise,
+                         generator, flow_start, pace_std)
+        trajectories, flow, sigma0 = run.trajectories, run.flow, run.sigma0
         _sync(device)
         timings.trajectory_s = time.perf_counter() - start
     samples = []
@@ -179,9 +210,11 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
         text, out = _parse(policy, completion.token_ids)
         chain = None
         if flow is not None:
+            paced = run.pace is not None and pace_std > 0.0
             chain = FlowChain(flow.chain[g].float().cpu().numpy(), flow.logprobs[g].cpu().numpy(),
                               flow.stochastic.cpu().numpy(), float(flow_noise), float(sigma0),
-                              start_scored=flow.logprobs.shape[1] > flow.chain.shape[1] - 1)
+                              start_scored=flow.logprobs.shape[1] - paced > flow.chain.shape[1] - 1,
+                              pace=float(run.pace[g]) if paced else None, pace_std=float(pace_std) if paced else 0.0)
             trajectory = trajectories[g]
         else:
             trajectory = policy.tokens_to_trajectory(out.action_tokens)

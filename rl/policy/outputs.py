@@ -32,7 +32,8 @@ class FlowChain:
     """The expert's denoising chain of one sample. states (K + 1, N, 3) float32 x_0..x_K (normalised space);
     logprobs (K,) float32 of x_{k+1} | x_k; stochastic (K,) bool (False: a deterministic step, logprob 0);
     noise_level: the sampler's a; sigma0: the prior's std around a_his. start_scored: logprobs and
-    stochastic have K + 1 entries, the first the start's log N(x_0; a_his, sigma0^2 I)."""
+    stochastic have K + 1 entries, the first the start's log N(x_0; a_his, sigma0^2 I). pace: the drawn pace z
+    (`rl.policy.pace`) when one was drawn (pace_std > 0); logprobs and stochastic then end with its column."""
 
     states: np.ndarray
     logprobs: np.ndarray
@@ -40,6 +41,8 @@ class FlowChain:
     noise_level: float
     sigma0: float
     start_scored: bool = False
+    pace: Optional[float] = None
+    pace_std: float = 0.0
 
 
 @dataclass

@@ -109,6 +109,15 @@ class SpanVLAPolicy(nn.Module):
         trajectories = resample_poses(np.asarray(futures, dtype=np.float64), C.LOG_INTERVAL_S, e.horizon, e.interval_s)
         self.expert.normalizer.fit(trajectories, velocities, e.min_spread_xy, e.min_spread_heading)
 
+    def add_pace_head(self) -> "SpanVLAPolicy":
+        """Give the expert a pace head (`rl.policy.pace`) unless it has one: new, it drives every plan as it is, and
+        every copy of this policy gets the same one (drawn from `backbone.seed`). Sets `config.expert.pace`."""
+        if self.expert.pace_head is None:
+            self.expert.add_pace_head(seed=self.config.backbone.seed + 2)
+            self.expert.pace_head.to(next(self.expert.parameters()).device)
+        self.config.expert.pace = True
+        return self
+
     # --- precision ----------------------------------------------------------------------------------------
     def fp32_modules(self) -> list[nn.Module]:
         """The modules held in fp32 whatever the VLM's dtype: the flow expert."""
@@ -193,13 +202,13 @@ class SpanVLAPolicy(nn.Module):
                      flow_noise: float = 0.0, action_source: Optional[str] = None, seed: Optional[int] = None,
                      generator: Optional[torch.Generator] = None,
                      max_reasoning_tokens: Optional[int] = None, group_reasoning: str = "sampled",
-                     flow_start: str = "noisy") -> GroupSample:
+                     flow_start: str = "noisy", pace_std: float = 0.0) -> GroupSample:
         """G samples of one scene with ONE prefill; deterministic under a fixed seed (see `inference.sample_group`)."""
         return inference.sample_group(
             self, scene, group_size, temperature=temperature, top_p=top_p, flow_noise=flow_noise,
             action_source=action_source or self.config.plan_source, seed=seed, generator=generator,
             max_reasoning_tokens=max_reasoning_tokens or self.config.max_reasoning_tokens,
-            group_reasoning=group_reasoning, flow_start=flow_start,
+            group_reasoning=group_reasoning, flow_start=flow_start, pace_std=pace_std,
         )
 
     # --- learner ------------------------------------------------------------------------------------------

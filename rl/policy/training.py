@@ -49,6 +49,7 @@ from rl.policy.backbone import cache_layer_kv, prefix_positions, run_prefix
 from rl.policy.flow import chain_logprobs, flow_matching_loss, sample_training_time
 from rl.policy.inputs import LABEL_ACTION, LABEL_TEXT, PolicyInputs
 from rl.policy.outputs import FlowChain, FlowLogprobs, LossOutput, TokenLogprobs
+from rl.policy.pace import with_pace_column
 
 if TYPE_CHECKING:
     from rl.policy.policy import SpanVLAPolicy
@@ -111,11 +112,12 @@ def token_logprobs(policy: "SpanVLAPolicy", batch: PolicyInputs, temperature: fl
 
 
 def _chain_tensor(chains: Chains, noise_level: Optional[float], sigma0: float, device, dtype):
-    """(states (B, K + 1, N, 3), noise level, whether the chains' starts are scored)."""
+    """(states (B, K + 1, N, 3), noise level, whether the chains' starts are scored, (paces z (B,), pace std) or
+    None when no pace was drawn)."""
     if isinstance(chains, torch.Tensor):
         if noise_level is None:
             raise ValueError("noise_level is needed when chains are given as a tensor")
-        return chains.to(device, dtype), float(noise_level), False
+        return chains.to(device, dtype), float(noise_level), False, None
     levels = {c.noise_level for c in chains}
     if noise_level is None:
         if len(levels) != 1:
@@ -127,18 +129,27 @@ def _chain_tensor(chains: Chains, noise_level: Optional[float], sigma0: float, d
     scored = {c.start_scored for c in chains}
     if len(scored) != 1:
         raise ValueError("some chains score their start and some do not (rollout.flow_start changed mid-batch)")
+    paced = {(c.pace is not None, c.pace_std) for c in chains}
+    if len(paced) != 1:
+        raise ValueError(f"the chains drew their paces differently (drawn, std): {sorted(paced)}")
+    drawn, pace_std = paced.pop()
+    pace = (torch.tensor([c.pace for c in chains], dtype=torch.float32, device=device), pace_std) if drawn else None
     # np.stack copies: chains arrive through the object store as read-only arrays torch would warn about.
-    return torch.from_numpy(np.stack([c.states for c in chains])).to(device, dtype), float(noise_level), scored.pop()
+    states = torch.from_numpy(np.stack([c.states for c in chains])).to(device, dtype)
+    return states, float(noise_level), scored.pop(), pace
 
 
 def _flow_logprobs(policy, batch, next_position, layer_kv, chains: Chains, noise_level, kv_grad: bool) -> FlowLogprobs:
     expert = policy.expert
     ctx = expert.context(layer_kv, batch.attention_mask, next_position, batch.history, detach=not kv_grad)
-    chain, level, start_scored = _chain_tensor(chains, noise_level, ctx.sigma0, policy.device, torch.float32)
+    chain, level, start_scored, pace = _chain_tensor(chains, noise_level, ctx.sigma0, policy.device, torch.float32)
     if chain.shape[0] != batch.batch_size:
         raise ValueError(f"{chain.shape[0]} chains for a batch of {batch.batch_size}")
     out = chain_logprobs(lambda x, t: expert.velocity(x, t, ctx), chain, ctx.prior, ctx.sigma0, level,
                          score_start=start_scored)
+    if pace is not None:
+        z, pace_std = pace
+        out = with_pace_column(out, z, expert.pace_mean(chain[:, -1], ctx), pace_std)
     return FlowLogprobs(out.logprobs, out.means, out.stds, out.stochastic)
 
 
