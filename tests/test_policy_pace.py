@@ -131,3 +131,27 @@ def test_a_paced_policy_saves_and_loads_with_its_head(paced, tmp_path):
     assert loaded.config.expert.pace
     scene = make_policy_scene(4)
     np.testing.assert_allclose(loaded.plan([scene]).trajectories, policy.plan([scene]).trajectories, atol=1e-9)
+
+
+def test_planning_without_driving_the_pace_gives_the_flows_plan_and_no_paces(plain):
+    policy = copy.deepcopy(plain).add_pace_head()
+    _set_pace_bias(policy, math.log(0.6))
+    scene = make_policy_scene(5)
+    driven, undriven = policy.plan([scene]), policy.plan([scene], drive_pace=False)
+    assert driven.paces[0] == pytest.approx(math.log(0.6), rel=1e-6) and undriven.paces is None
+    np.testing.assert_array_equal(undriven.trajectories, plain.plan([scene]).trajectories)
+
+
+def test_the_rollout_metrics_give_the_mean_pace_and_its_spread_over_groups():
+    from types import SimpleNamespace
+
+    from rl.grpo.metrics import pace_metrics
+
+    def group(*paces):
+        samples = [SimpleNamespace(chain=SimpleNamespace(pace=z)) for z in paces]
+        return SimpleNamespace(group=SimpleNamespace(samples=samples))
+
+    out = pace_metrics([group(-0.2, 0.0), group(-0.6, -0.4)])
+    assert out["rollout/pace_log_speed"] == pytest.approx(-0.3)
+    assert out["rollout/pace_scene_std"] == pytest.approx(np.std([-0.1, -0.5], ddof=1))
+    assert pace_metrics([group(None, None)]) == {}

@@ -17,6 +17,9 @@ VLM layers.
 - The history prior a_his (an MLP of the ego history and state) lives in the same normalised space as the
   trajectory (`rl.policy.trajectory`); the flow starts there (`init: history`) or at N(0, I) (`init: noise`).
 - The cached K/V are detached by default, so expert losses never reach the VLM.
+- An optional pace head (`policy.expert.pace`, `rl.policy.pace`) reads the expert's final features of the
+  denoised plan at flow time 1, averaged over the waypoint tokens and without grad, and gives the pace z: the log of
+  the fraction of the plan's speed it is driven at.
 """
 from __future__ import annotations
 

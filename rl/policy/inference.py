@@ -79,19 +79,19 @@ class ExpertRun:
 @torch.no_grad()
 def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torch.Tensor, velocity: torch.Tensor,
                flow_noise: float = 0.0, generator: Optional[torch.Generator] = None, flow_start: str = "noisy",
-               pace_std: float = 0.0) -> ExpertRun:
+               pace_std: float = 0.0, drive_pace: bool = True) -> ExpertRun:
     """The expert on a decoded cache (after `<action_gen>`): context, flow from the prior (a_his itself, or
     a_his + sigma0 eps when `flow_noise` > 0 and `flow_start` is "noisy" or "scored", and always for init
     noise; "scored" adds the start's density as the chain's first step), denormalisation; then, with a pace head,
     the pace (`rl.policy.pace`): its mean, or a draw with std `pace_std` > 0 whose density is the chain's last
-    column."""
+    column. `drive_pace` False: the plans as the flow gives them, whatever the head (for measuring the pace)."""
     ctx = expert.context(cache_layer_kv(cache), decoded.key_mask, decoded.next_position, history)
     noisy_start = (flow_noise > 0.0 and flow_start != "prior") or expert.cfg.init == "noise"
     x0 = draw_start(ctx.prior, ctx.sigma0, noisy_start, generator)
     flow = sample_flow(lambda x, t: expert.velocity(x, t, ctx), x0, ctx.prior, ctx.sigma0, expert.cfg.num_steps,
                        flow_noise, generator, score_start=noisy_start and flow_start == "scored")
     trajectories = expert.normalizer.denormalize(flow.final.float(), velocity.float()).cpu().double().numpy()
-    if expert.pace_head is None:
+    if expert.pace_head is None or not drive_pace:
         return ExpertRun(trajectories, flow, ctx.sigma0)
     mean = expert.pace_mean(flow.final, ctx)
     z = draw_pace(mean, pace_std, generator)
@@ -114,9 +114,11 @@ def _parse(policy, completion_ids) -> tuple[str, P.ParsedOutput]:
     return text, P.parse_output(text)
 
 
-def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, seed: int = 0) -> PlanResult:
+def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, seed: int = 0,
+         drive_pace: bool = True) -> PlanResult:
     """Trajectories (B, N, 3) for a batch of scenes: greedy reasoning, then the expert's deterministic Euler
-    flow from a_his (`init: noise` draws its start with `seed`), or the decoded action tokens."""
+    flow from a_his (`init: noise` draws its start with `seed`), driven at the pace head's mean pace when the expert
+    has one (and `drive_pace`), or the decoded action tokens."""
     _check_source(policy, action_source)
     device = policy.device
     generator = _generator(device, seed, None)
@@ -133,18 +135,20 @@ def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, s
     for b in range(len(scenes)):
         text, out = _parse(policy, decoded.completion(b).token_ids)
         texts.append(text), modes.append(out.mode), reasoning.append(out.reasoning), parsed.append(out)
+    paces = None
     if action_source == "expert":
         _sync(device)
         start = time.perf_counter()
-        trajectories = run_expert(policy.expert, cache, decoded, inputs.history, inputs.velocity, 0.0,
-                                  generator).trajectories
+        run = run_expert(policy.expert, cache, decoded, inputs.history, inputs.velocity, 0.0, generator,
+                         drive_pace=drive_pace)
+        trajectories, paces = run.trajectories, run.pace
         _sync(device)
         timings.trajectory_s = time.perf_counter() - start
     else:
         start = time.perf_counter()
         trajectories = np.stack([policy.tokens_to_trajectory(p.action_tokens) for p in parsed])
         timings.trajectory_s += time.perf_counter() - start
-    return PlanResult(trajectories, texts, modes, reasoning, timings)
+    return PlanResult(trajectories, texts, modes, reasoning, timings, paces)
 
 
 def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temperature: float, top_p: float,

@@ -80,13 +80,15 @@ class GroupSample:
 
 @dataclass
 class PlanResult:
-    """trajectories (B, N, 3) ego frame; per scene the decoded completion, its mode and reasoning."""
+    """trajectories (B, N, 3) ego frame; per scene the decoded completion, its mode and reasoning; paces (B,): the
+    pace z each plan was driven at (`rl.policy.pace`), None without a pace head or when not driven at it."""
 
     trajectories: np.ndarray
     texts: list[str]
     modes: list[str]
     reasoning: list[str]
     timings: StageTimings
+    paces: Optional[np.ndarray] = None
 
 
 @dataclass

@@ -194,9 +194,11 @@ class SpanVLAPolicy(nn.Module):
                 p.requires_grad_(flag)
 
     # --- inference ----------------------------------------------------------------------------------------
-    def plan(self, scenes: Sequence[Scene], action_source: Optional[str] = None, seed: int = 0) -> PlanResult:
-        """Deterministic planning for a batch: greedy reasoning, Euler flow from a_his (or tokens decoded)."""
-        return inference.plan(self, scenes, action_source or self.config.plan_source, seed)
+    def plan(self, scenes: Sequence[Scene], action_source: Optional[str] = None, seed: int = 0,
+             drive_pace: bool = True) -> PlanResult:
+        """Deterministic planning for a batch: greedy reasoning, Euler flow from a_his (or tokens decoded), driven
+        at the pace head's mean pace when there is one and `drive_pace`."""
+        return inference.plan(self, scenes, action_source or self.config.plan_source, seed, drive_pace)
 
     def sample_group(self, scene: Scene, group_size: int, *, temperature: float = 1.0, top_p: float = 1.0,
                      flow_noise: float = 0.0, action_source: Optional[str] = None, seed: Optional[int] = None,
