@@ -3,7 +3,7 @@ expert that reads the KV cache of sparse VLM layers.
 
 Modules: `config` (dataclass sections), `prompt` (text formats), `tokenizer`, `vision` (camera videos),
 `codebook` (discrete action tokens), `trajectory` (the expert's normalised space), `expert`, `flow`
-(flow matching and its samplers), `backbone` (the VLM), `inputs` (collation), `decoding` (token
+(flow matching and its samplers), `pace` (the pace action), `backbone` (the VLM), `inputs` (collation), `decoding` (token
 generation), `inference`, `training` (log-probs and SFT losses), `policy_dir` (save / load), `outputs`, and `policy` (`SpanVLAPolicy`, the API).
 Names below are imported on first use, so that light modules (e.g. `codebook`) load without torch models.
 """
