@@ -112,8 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for i in range(0, len(scenes), args.batch_size):
         result = policy.plan(scenes[i:i + args.batch_size], action_source="expert", drive_pace=False)
         plans.append(result.trajectories)
-        paced = policy.plan(scenes[i:i + args.batch_size], action_source="expert")
-        chosen.append(pace_scales(paced.paces, e.pace_min_scale))
+        chosen.append(pace_scales(result.paces, e.pace_min_scale))
     plans, chosen = np.concatenate(plans), np.concatenate(chosen)
     scorer, prepared = PDMScorer("v1"), PreparedScenes()
     scales = tuple(SPEED_SCALES)

@@ -133,12 +133,14 @@ def test_a_paced_policy_saves_and_loads_with_its_head(paced, tmp_path):
     np.testing.assert_allclose(loaded.plan([scene]).trajectories, policy.plan([scene]).trajectories, atol=1e-9)
 
 
-def test_planning_without_driving_the_pace_gives_the_flows_plan_and_no_paces(plain):
+def test_planning_without_driving_the_pace_gives_the_flows_plan_and_the_chosen_paces(plain):
     policy = copy.deepcopy(plain).add_pace_head()
     _set_pace_bias(policy, math.log(0.6))
     scene = make_policy_scene(5)
     driven, undriven = policy.plan([scene]), policy.plan([scene], drive_pace=False)
-    assert driven.paces[0] == pytest.approx(math.log(0.6), rel=1e-6) and undriven.paces is None
+    assert driven.paces[0] == pytest.approx(math.log(0.6), rel=1e-6)
+    np.testing.assert_array_equal(undriven.paces, driven.paces)
+    assert plain.plan([scene]).paces is None
     np.testing.assert_array_equal(undriven.trajectories, plain.plan([scene]).trajectories)
 
 

@@ -68,11 +68,13 @@ def _decode(policy, cache, logits, key_mask, next_position, action_source, tempe
 class ExpertRun:
     """What `run_expert` returns. trajectories: (B, N, 3) numpy, ego frame (driven at their pace when the expert
     has a pace head); flow: the chain (with the pace's column last when the pace was drawn); sigma0: the prior's
-    std; pace: the paces z (B,) numpy, or None without a pace head."""
+    std; start_scored: the chain's first column is the start's density; pace: the paces z (B,) numpy the head chose
+    (whether or not the plans were driven at them), or None without a pace head."""
 
     trajectories: np.ndarray
     flow: FlowSample
     sigma0: float
+    start_scored: bool
     pace: Optional[np.ndarray] = None
 
 
@@ -84,22 +86,25 @@ def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torc
     a_his + sigma0 eps when `flow_noise` > 0 and `flow_start` is "noisy" or "scored", and always for init
     noise; "scored" adds the start's density as the chain's first step), denormalisation; then, with a pace head,
     the pace (`rl.policy.pace`): its mean, or a draw with std `pace_std` > 0 whose density is the chain's last
-    column. `drive_pace` False: the plans as the flow gives them, whatever the head (for measuring the pace)."""
+    column. `drive_pace` False: the plans as the flow gives them, with the paces the head chose beside them (for
+    measuring the pace)."""
     ctx = expert.context(cache_layer_kv(cache), decoded.key_mask, decoded.next_position, history)
     noisy_start = (flow_noise > 0.0 and flow_start != "prior") or expert.cfg.init == "noise"
+    start_scored = noisy_start and flow_start == "scored"
     x0 = draw_start(ctx.prior, ctx.sigma0, noisy_start, generator)
     flow = sample_flow(lambda x, t: expert.velocity(x, t, ctx), x0, ctx.prior, ctx.sigma0, expert.cfg.num_steps,
-                       flow_noise, generator, score_start=noisy_start and flow_start == "scored")
+                       flow_noise, generator, score_start=start_scored)
     trajectories = expert.normalizer.denormalize(flow.final.float(), velocity.float()).cpu().double().numpy()
-    if expert.pace_head is None or not drive_pace:
-        return ExpertRun(trajectories, flow, ctx.sigma0)
+    if expert.pace_head is None:
+        return ExpertRun(trajectories, flow, ctx.sigma0, start_scored)
     mean = expert.pace_mean(flow.final, ctx)
     z = draw_pace(mean, pace_std, generator)
     if pace_std > 0.0:
         flow = with_pace_column(flow, z, mean, pace_std)
     pace = z.cpu().numpy()
-    moved = drive_at_pace(trajectories, pace_scales(pace, expert.cfg.pace_min_scale), expert.cfg.interval_s)
-    return ExpertRun(moved, flow, ctx.sigma0, pace)
+    if drive_pace:
+        trajectories = drive_at_pace(trajectories, pace_scales(pace, expert.cfg.pace_min_scale), expert.cfg.interval_s)
+    return ExpertRun(trajectories, flow, ctx.sigma0, start_scored, pace)
 
 
 def _repeat_decoded(decoded: DecodeResult, times: int) -> DecodeResult:
@@ -214,11 +219,11 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
         text, out = _parse(policy, completion.token_ids)
         chain = None
         if flow is not None:
-            paced = run.pace is not None and pace_std > 0.0
+            paced = pace_std > 0.0  # checked above: only with a pace head
             chain = FlowChain(flow.chain[g].float().cpu().numpy(), flow.logprobs[g].cpu().numpy(),
                               flow.stochastic.cpu().numpy(), float(flow_noise), float(sigma0),
-                              start_scored=flow.logprobs.shape[1] - paced > flow.chain.shape[1] - 1,
-                              pace=float(run.pace[g]) if paced else None, pace_std=float(pace_std) if paced else 0.0)
+                              start_scored=run.start_scored, pace=float(run.pace[g]) if paced else None,
+                              pace_std=float(pace_std))
             trajectory = trajectories[g]
         else:
             trajectory = policy.tokens_to_trajectory(out.action_tokens)

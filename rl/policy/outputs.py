@@ -81,7 +81,8 @@ class GroupSample:
 @dataclass
 class PlanResult:
     """trajectories (B, N, 3) ego frame; per scene the decoded completion, its mode and reasoning; paces (B,): the
-    pace z each plan was driven at (`rl.policy.pace`), None without a pace head or when not driven at it."""
+    pace z the head chose for each plan (`rl.policy.pace`; the plan is driven at it unless planned with
+    `drive_pace` False), None without a pace head."""
 
     trajectories: np.ndarray
     texts: list[str]

@@ -19,10 +19,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from rl.policy.flow import FlowSample, step_tensors
+from rl.policy.flow import FlowSample, gaussian_logprob, step_tensors
 from rl.policy.trajectory import resample_poses
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def pace_scales(z: np.ndarray, min_scale: float) -> np.ndarray:
@@ -42,9 +40,8 @@ def drive_at_pace(plans: np.ndarray, scales: np.ndarray, interval_s: float) -> n
 
 
 def pace_logprob(z: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
-    """log N(z; mean, std^2) (B,) fp32 of paces z (B,)."""
-    diff = (z.float() - mean.float()) / std
-    return -0.5 * diff.pow(2) - math.log(std) - 0.5 * _LOG_2PI
+    """log N(z; mean, std^2) (B,) fp32 of paces z (B,): the flow's Gaussian density of a one-dimensional draw."""
+    return gaussian_logprob(z[:, None], mean[:, None], std)
 
 
 def draw_pace(mean: torch.Tensor, std: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -111,11 +111,10 @@ class SpanVLAPolicy(nn.Module):
 
     def add_pace_head(self) -> "SpanVLAPolicy":
         """Give the expert a pace head (`rl.policy.pace`) unless it has one: new, it drives every plan as it is, and
-        every copy of this policy gets the same one (drawn from `backbone.seed`). Sets `config.expert.pace`."""
+        every copy of this policy gets the same one (drawn from `backbone.seed`). Sets `config.expert.pace` (the
+        expert's own config)."""
         if self.expert.pace_head is None:
             self.expert.add_pace_head(seed=self.config.backbone.seed + 2)
-            self.expert.pace_head.to(next(self.expert.parameters()).device)
-        self.config.expert.pace = True
         return self
 
     # --- precision ----------------------------------------------------------------------------------------
