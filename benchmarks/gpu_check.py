@@ -39,16 +39,17 @@ SIZES = {  # per mode: data, policy preset, GRPO batch and tolerances
     # ratio_tol: |first-update ratio - 1|. In bf16 the sampler's cached decode and the learner's full forward
     # round differently (CPU: within 1e-3, measured; CUDA kernels differ more between shapes).
     # resume_tol: max |weight difference| after a resume (CPU: exact; CUDA backward kernels may use atomics).
-    "gpu": {"preset": "small", "train": 32, "groups": 4, "group_size": 8, "vlm_steps": 3, "gpus": 0.5,
+    # image: (height, width), multiples of the preset's patch_size * spatial_merge_size (small 28, tiny 16).
+    "gpu": {"preset": "small", "image": (56, 112), "train": 32, "groups": 4, "group_size": 8, "vlm_steps": 3, "gpus": 0.5,
             "ratio_tol": 1e-2, "resume_tol": 1e-5,
             "latency": ["--preset", "small", "--device", "cuda", "--scenes", "5", "--repeats", "2"]},
-    "cpu": {"preset": "tiny", "train": 8, "groups": 2, "group_size": 4, "vlm_steps": 2, "gpus": 0.0,
+    "cpu": {"preset": "tiny", "image": (32, 64), "train": 8, "groups": 2, "group_size": 4, "vlm_steps": 2, "gpus": 0.0,
             "ratio_tol": 1e-3, "resume_tol": 0.0,
             "latency": ["--preset", "tiny", "--device", "cpu", "--scenes", "1", "--repeats", "1", "--warmup", "0"]},
 }
 
 
-def build_assets(root: Path, preset: str, train_scenes: int) -> dict:
+def build_assets(root: Path, preset: str, train_scenes: int, image: tuple[int, int]) -> dict:
     """Dataset (train with positives and negatives, val), codebook, untrained policy with a fitted normaliser."""
     import numpy as np
     import torch
@@ -62,7 +63,7 @@ def build_assets(root: Path, preset: str, train_scenes: int) -> dict:
     data = root / "data"
     code = generate(["--splits", f"train={train_scenes},val=4", "--seed", "5", "--out", str(data), "--quiet",
                      "--families", "lane_follow,lead_braking,cut_in", "--neg-share", "0.25",
-                     "--height", "32", "--width", "64"])
+                     "--height", str(image[0]), "--width", str(image[1])])
     if code != 0:
         raise RuntimeError(f"sim.generate exited with {code}")
     train = SceneStore(data / "train")
@@ -70,7 +71,7 @@ def build_assets(root: Path, preset: str, train_scenes: int) -> dict:
     build_codebook(np.stack([s.future for s in scenes]), num_tokens=64, delta=0.3).save(root / "codebook.json")
     config = PolicyConfig()
     config.backbone.preset = preset
-    config.backbone.image_height, config.backbone.image_width = 32, 64
+    config.backbone.image_height, config.backbone.image_width = image
     config.codebook.path = str(root / "codebook.json")
     config.max_reasoning_tokens = 8
     torch.manual_seed(0)
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
             assets = {"train": root / "data" / "train", "val": root / "data" / "val", "policy": root / "policy",
                       "codebook": root / "codebook.json"}
         else:
-            assets = build_assets(work / "assets", size["preset"], size["train"])
+            assets = build_assets(work / "assets", size["preset"], size["train"], size["image"])
         timings["assets"] = time.perf_counter() - start
         expert = check_expert(checks, assets, work, size)
         timings["expert"] = expert["seconds"]

@@ -1,7 +1,7 @@
 """Inference latency: SpanVLA's flow expert on the KV cache against autoregressive action tokens (AutoVLA),
 on the same VLM, in one run.
 
-    python benchmarks/latency.py [--preset tiny|small] [--device cpu|cuda] [--scenes 10] [--repeats 3] [--out FILE]
+    python benchmarks/latency.py [--preset tiny|small|3b] [--device cpu|cuda] [--scenes 10] [--repeats 3] [--out FILE]
 
 Per scene: prefill; reasoning decode; trajectory generation by (a) action tokens decoded with the KV cache
 and (b) the flow expert (5 Euler steps) reading every second VLM layer, at 10 points (0.5 s) and at 50
@@ -218,7 +218,8 @@ def print_table(args, policy, summary, variant_layers) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "3b"],
+                        help="3b: Qwen2.5-VL-3B's layer shapes with random weights (a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="default: float32 on cpu, bfloat16 on cuda")
@@ -228,7 +229,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda asked, but torch sees no CUDA device", file=sys.stderr)
@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     variant_experts = {(name, n): make_expert(policy, n, kv) for name, kv in KV_VARIANTS.items() for n in HORIZONS}
     variant_layers = {name: variant_experts[(name, 10)].kv_layers for name in KV_VARIANTS}
     layout_experts = {(n, k): make_expert(policy, n, (2, 1), k) for n, ks in LAYOUTS.items() for k in ks}
+    torch.set_num_threads(args.threads)  # after the build, which may use every core (the 3b preset's init)
     for i in range(args.warmup):
         run_scene(policy, make_scene(1000 + i), experts, variant_experts, layout_experts)
     rows = []
@@ -254,7 +255,8 @@ def main(argv=None) -> int:
     summary = summarise(rows)
     print_table(args, policy, summary, variant_layers)
     if args.out:
-        result = {"preset": args.preset, "device": str(device), "dtype": dtype, "threads": torch.get_num_threads(),
+        result = {"preset": args.preset, "device": str(device),
+                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "dtype": dtype, "threads": torch.get_num_threads(),
                   "scenes": args.scenes, "repeats": args.repeats, "vlm_parameters": sum(p.numel() for p in policy.vlm.parameters()),
                   "steps": {"ar_reasoning": AR_REASONING_STEPS, "span_reasoning": SPAN_REASONING_STEPS,
                             "ar_trajectory": AR_TRAJECTORY_STEPS, "flow_steps": policy.config.expert.num_steps},

@@ -12,7 +12,7 @@ Training columns (float32, ego frame at t = 0 unless stated): `ego_history` (4, 
 t = -1.5 ... 0 s; `velocity` (2,) and `acceleration` (2,) of the rear axle in the ego frame; `command_one_hot`
 (4,); `future` (the ground truth; for `rec` rows the correction), `negative_trajectory`,
 `recovery_trajectory` (10, 3) rear-axle poses at t = 0.5 ... 5 s, 0.5 s apart, whose first 8 are the NAVSIM
-plan (the last two nullable). Every trajectory is checked when written and when read (`check_trajectory`):
+plan (the last two nullable, and stored as variable-length lists: `STORAGE_SCHEMA`). Every trajectory is checked when written and when read (`check_trajectory`):
 a wrong pose count or a non-finite value is a `DatasetError` naming the file, the row and scene token, and
 the count. Images: `images` holds camera-major PNGs, image `c * 4 + f` is camera `camera_names[c]` at
 history frame f; calibration `camera_intrinsics` (3x3 row-major), `camera_sensor2ego_rotation` (3x3),
@@ -90,6 +90,11 @@ SCHEMA = pa.schema(
     ]
 )
 IMAGE_COLUMNS = ("images",)
+# On disk the optional trajectories are variable-length lists of poses: pyarrow < 26's Parquet reader fails on
+# null rows of a fixed-size list ("Expected all lists to be of size=10"). Readers count each row's poses and
+# cast to SCHEMA's fixed type, as for another writer's list column.
+OPTIONAL_TRAJECTORY_COLUMNS = ("negative_trajectory", "recovery_trajectory")
+STORAGE_SCHEMA = pa.schema([f.with_type(_poses(None)) if f.name in OPTIONAL_TRAJECTORY_COLUMNS else f for f in SCHEMA])
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -186,7 +191,7 @@ def write_shard(path: str | Path, rows: Sequence[Mapping[str, Any]], metadata: O
     `metadata` (JSON-serialisable) is stored under `spanvla.metadata` next to the schema version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    table = pa.Table.from_pylist(list(rows), schema=SCHEMA).cast(STORAGE_SCHEMA)
     extra = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
              b"spanvla.metadata": json.dumps(dict(metadata or {}), sort_keys=True).encode()}
     table = table.replace_schema_metadata(extra)
@@ -323,7 +328,7 @@ class SceneDataset:
             if index < 0:
                 raise DatasetError(f"{path}: missing column {name!r}")
             found = schema.field(index).type
-            if name in TRAJECTORY_COLUMNS and _is_pose_list(found):
+            if name in TRAJECTORY_COLUMNS and is_pose_list(found):
                 continue  # any list of poses: its rows are counted and cast when read
             if not found.equals(SCHEMA.field(name).type):
                 raise DatasetError(f"{path}: column {name!r} has type {found}, expected {SCHEMA.field(name).type}")
@@ -400,7 +405,7 @@ def _row_label(path: Path, first: Optional[int], i: int) -> str:
     return f"{path}: row {first + i}" if first is not None else str(path)
 
 
-def _is_pose_list(data_type: pa.DataType) -> bool:
+def is_pose_list(data_type: pa.DataType) -> bool:
     """A list (any kind) of lists of numbers: what another writer may have made of a (N, 3) pose column."""
     lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
     if not any(is_list(data_type) for is_list in lists):
@@ -408,6 +413,17 @@ def _is_pose_list(data_type: pa.DataType) -> bool:
     inner = data_type.value_type
     return any(is_list(inner) for is_list in lists) and (
         pa.types.is_floating(inner.value_type) or pa.types.is_integer(inner.value_type))
+
+
+def _rows_with_wrong_pose_count(column: pa.Array) -> list[int]:
+    """Rows of a list-of-poses column that are not `C.NUM_FUTURE_FRAMES` poses of 3 values (null rows pass).
+    Counted without Python loops for lists of 3-value poses (how shards store the optional trajectories)."""
+    inner = column.type.value_type
+    if not (pa.types.is_fixed_size_list(inner) and inner.list_size == 3):
+        return [i for i, value in enumerate(column.to_pylist())
+                if value is not None and (len(value) != C.NUM_FUTURE_FRAMES or any(len(p) != 3 for p in value))]
+    counts = pc.fill_null(pc.list_value_length(column), C.NUM_FUTURE_FRAMES)
+    return np.flatnonzero(counts.to_numpy(zero_copy_only=False) != C.NUM_FUTURE_FRAMES).tolist()
 
 
 def _checked_trajectories(batch: pa.RecordBatch, names: Sequence[str], label) -> pa.RecordBatch:
@@ -420,10 +436,9 @@ def _checked_trajectories(batch: pa.RecordBatch, names: Sequence[str], label) ->
     for name in names:
         column = arrays[name]
         target = SCHEMA.field(name).type
-        if not column.type.equals(target):  # another writer's list column: count every row, then cast
-            for i, value in enumerate(column.to_pylist()):
-                if value is not None:
-                    check_trajectory(value, where(i, name))
+        if not column.type.equals(target):  # a stored optional or another writer's list column: count, cast
+            for i in _rows_with_wrong_pose_count(column):
+                check_trajectory(column[i].as_py(), where(i, name))
             column = column.cast(target)
             index = schema.get_field_index(name)
             schema = schema.set(index, schema.field(index).with_type(target))

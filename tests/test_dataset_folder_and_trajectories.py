@@ -17,7 +17,15 @@ from data_scene_builders import make_scene
 from rl.scene_store import SceneStore
 from sim.cameras import CameraConfig
 from sim.dataset import (
-    DatasetError, SceneDataset, check_trajectory, scene_to_row, write_manifest, write_shard,
+    OPTIONAL_TRAJECTORY_COLUMNS,
+    SCHEMA,
+    DatasetError,
+    SceneDataset,
+    check_trajectory,
+    fixed_list_to_numpy,
+    scene_to_row,
+    write_manifest,
+    write_shard,
 )
 from sim.generate import GeneratorOptions, generate_dataset
 from sim.scenarios import FAMILIES
@@ -126,6 +134,30 @@ def test_a_negative_trajectory_of_nine_poses_is_named(tmp_path):
     path = _dataset(tmp_path, [_edit_scene_json(rows[1], negative_trajectory=long)])
     with pytest.raises(DatasetError, match=rf"^{path}: row 0: scene 's_neg': negative_trajectory: 9 poses"):
         list(SceneDataset(tmp_path).scenes(images=False))
+
+
+def test_optional_trajectories_are_stored_as_variable_lists_and_read_as_the_schema_fixed_type(tmp_path):
+    """pyarrow < 26 cannot read null rows of a fixed-size list from Parquet: the nullable columns are stored as
+    variable-length lists, counted when read (a stored row of 9 poses is named) and cast back."""
+    rows = _rows()
+    path = _dataset(tmp_path, rows)
+    stored = pq.read_schema(path)
+    for name in OPTIONAL_TRAJECTORY_COLUMNS:
+        assert pa.types.is_list(stored.field(name).type)
+    assert pa.types.is_fixed_size_list(stored.field("future").type)
+    table = SceneDataset(tmp_path).read(["negative_trajectory", "recovery_trajectory"])
+    assert table.schema.field("negative_trajectory").type.equals(SCHEMA.field("negative_trajectory").type)
+    assert table["negative_trajectory"].null_count == 2 and table["recovery_trajectory"].null_count == 2
+    np.testing.assert_allclose(fixed_list_to_numpy(table["negative_trajectory"], (10, 3))[1],
+                               np.asarray(rows[1]["negative_trajectory"]), atol=1e-6)
+    table = pq.read_table(path)
+    negatives = table["negative_trajectory"].to_pylist()
+    negatives[1] = negatives[1][:9]
+    short = table.set_column(table.schema.get_field_index("negative_trajectory"), "negative_trajectory",
+                             pa.array(negatives, table.schema.field("negative_trajectory").type))
+    _dataset(tmp_path, rows, table=short)
+    with pytest.raises(DatasetError, match=rf"^{path}: row 1: scene 's_neg': negative_trajectory: 9 poses"):
+        SceneDataset(tmp_path).read(["negative_trajectory"])
 
 
 def test_a_non_finite_pose_in_a_trajectory_column_is_named(tmp_path):

@@ -31,3 +31,20 @@ def test_gpu_check_in_cpu_mode_passes_every_check_and_writes_json(ray_cluster, t
     assert checks["expert: weight-sync backend for the placement"] == "object_store"
     assert "GPU-path check (cpu mode)" in printed and "FAIL" not in printed
     assert ray_cluster.is_initialized()  # the session's Ray is left running
+
+
+@pytest.mark.parametrize("mode", ["gpu", "cpu"])
+def test_each_mode_builds_assets_its_preset_can_read(mode, tmp_path, load_benchmark):
+    """The GPU mode's `small` preset reads 28-pixel multiples (14-pixel patches merged 2 x 2), the tiny one 16:
+    each mode's data and untrained policy are built and the policy encodes a scene of that data."""
+    from rl.policy import SpanVLAPolicy
+    from rl.scene_store import SceneStore
+
+    gpu_check = load_benchmark("gpu_check")
+    size = gpu_check.SIZES[mode]
+    assets = gpu_check.build_assets(tmp_path, size["preset"], 4, size["image"])
+    policy = SpanVLAPolicy.load(assets["policy"])
+    scene = SceneStore(assets["train"]).scenes([0])[0]
+    assert policy.config.backbone.preset == size["preset"]
+    _pixels, grid, _seconds = policy.video.scene_videos(scene)  # raises where the size misses the patch grid
+    assert grid.tolist() == [[2, 4, 8]] * 3  # per camera: 4 frames in 2 temporal patches, a 4 x 8 patch grid

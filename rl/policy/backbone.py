@@ -37,6 +37,14 @@ PRESETS: dict[str, dict] = {
                        spatial_merge_size=2, window_size=112, fullatt_block_indexes=[3], tokens_per_second=2),
         "image_size": (112, 224),
     },
+    "3b": {  # Qwen2.5-VL-3B's shapes (3.4B parameters with our vocabulary), random: GPU latency and memory
+        "text": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                     num_key_value_heads=2, rope_theta=1000000.0, mrope_section=[16, 24, 24]),
+        "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
+                       temporal_patch_size=2, spatial_merge_size=2, window_size=112,
+                       fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
+        "image_size": (224, 392),
+    },
 }
 PRETRAINED_IMAGE_SIZE = (224, 392)  # multiples of 28 for Qwen2.5-VL's 14-pixel patches merged 2 x 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-BACKBONE_PRESETS = ("tiny", "small", "pretrained")
+BACKBONE_PRESETS = ("tiny", "small", "3b", "pretrained")
 ACTION_SOURCES = ("tokens", "expert")
 # The reasoning a sampled group is conditioned on: one trace per sample at the sampling temperature, or one
 # greedy trace shared by the group (the one deterministic planning decodes).
@@ -29,8 +29,8 @@ class PolicyConfigError(ValueError):
 
 @dataclass
 class BackboneConfig:
-    """The VLM. `preset` "tiny" (~2M parameters, the CPU default) and "small" (~25M) are built in code with
-    random weights and an in-code tokenizer; "pretrained" loads `pretrained_path` (a local Qwen2.5-VL
+    """The VLM. `preset` "tiny" (~2M parameters, the CPU default), "small" (~25M) and "3b" (Qwen2.5-VL-3B's
+    layer shapes, for GPU latency and memory) are built in code with random weights and an in-code tokenizer; "pretrained" loads `pretrained_path` (a local Qwen2.5-VL
     directory, e.g. Qwen2.5-VL-3B-Instruct) with its own tokenizer.
 
     Cameras: each of the 3 cameras' 4 history frames (2 Hz) is fed as one video; Qwen2.5-VL's temporal patch
