@@ -369,7 +369,8 @@ class SceneDataset:
             except StopIteration:
                 return
             except Exception as e:  # a damaged page
-                raise DatasetError(f"{path}: cannot read the shard's data ({type(e).__name__}: {e})") from e
+                raise DatasetError(f"{path}: cannot read the shard's data ({type(e).__name__}: {e})"
+                                   f"{old_pyarrow_hint(e)}") from e
             if not batch.num_rows:
                 continue
             row = first if expression is None else None
@@ -413,6 +414,15 @@ def is_pose_list(data_type: pa.DataType) -> bool:
     inner = data_type.value_type
     return any(is_list(inner) for is_list in lists) and (
         pa.types.is_floating(inner.value_type) or pa.types.is_integer(inner.value_type))
+
+
+def old_pyarrow_hint(error: Exception, version: str = pa.__version__) -> str:
+    """What to do when pyarrow < 26 fails on a shard written before the optional trajectories were stored as
+    variable-length lists (its null fixed-size rows), else ''."""
+    if int(version.split(".")[0]) >= 26 or "Expected all lists to be of size" not in str(error):
+        return ""
+    return (f"; pyarrow {version} cannot read null rows of fixed-size lists, which shards written by older versions "
+            "of sim.generate hold: install pyarrow >= 26 (constraints.txt) or write the dataset again")
 
 
 def _rows_with_wrong_pose_count(column: pa.Array) -> list[int]:

@@ -23,6 +23,7 @@ from sim.dataset import (
     SceneDataset,
     check_trajectory,
     fixed_list_to_numpy,
+    old_pyarrow_hint,
     scene_to_row,
     write_manifest,
     write_shard,
@@ -158,6 +159,12 @@ def test_optional_trajectories_are_stored_as_variable_lists_and_read_as_the_sche
     _dataset(tmp_path, rows, table=short)
     with pytest.raises(DatasetError, match=rf"^{path}: row 1: scene 's_neg': negative_trajectory: 9 poses"):
         SceneDataset(tmp_path).read(["negative_trajectory"])
+
+
+def test_old_pyarrow_reading_an_old_shard_is_told_what_to_do():
+    error = ValueError("Expected all lists to be of size=10 but index 1 had size=0")
+    assert "install pyarrow >= 26" in old_pyarrow_hint(error, "25.0.1")
+    assert old_pyarrow_hint(error, "26.0.1") == "" and old_pyarrow_hint(ValueError("other"), "25.0.1") == ""
 
 
 def test_a_non_finite_pose_in_a_trajectory_column_is_named(tmp_path):
