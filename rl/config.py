@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rl.config_io import ConfigError
+from rl.grpo.advantages import STD_SCOPES
 from rl.policy.config import ACTION_SOURCES, FLOW_STARTS, GROUP_REASONING, PolicyConfig, validate_policy_config
 from sim.conventions import SAMPLE_TYPES
 
@@ -90,6 +91,9 @@ class GRPOConfig:
     kl_beta: float = 0.04  # [AutoVLA]
     kl_estimator: str = "k3"
     normalize_std: bool = True
+    # What normalize_std divides by: "group", each group's own std (GRPO's), so every kept group weighs alike; "batch",
+    # one spread for the whole batch (rl.grpo.advantages.batch_advantages), so a group weighs by its reward spread.
+    std_scope: str = "group"
     advantage_std_floor: float = 0.0  # normalise by max(std, floor): tiny reward differences stay tiny
     filter_no_spread: bool = True  # drop near-tie groups (see tie_tolerance); unscorable groups are always dropped
     # A group whose scorable TOTAL rewards span (max - min) no more than this is a near tie and is dropped
@@ -429,6 +433,8 @@ class TrainConfig:
             raise ConfigError(f"scorer.max_unscorable_share={self.scorer.max_unscorable_share}: expected a share in [0, 1]")
         if self.scorer.unscorable_window_steps < 1:
             raise ConfigError(f"scorer.unscorable_window_steps={self.scorer.unscorable_window_steps}: expected >= 1")
+        if g.std_scope not in STD_SCOPES:
+            raise ConfigError(f"grpo.std_scope={g.std_scope!r}: expected one of {STD_SCOPES}")
         if g.tie_tolerance < 0:
             raise ConfigError(f"grpo.tie_tolerance={g.tie_tolerance}: expected >= 0")
         if g.max_staleness not in (0, 1):

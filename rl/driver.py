@@ -157,7 +157,8 @@ class GRPODriver:
         # advantages over each group, judged on the total reward: groups with fewer than 2 scorable samples or
         # whose totals are a near tie carry no signal and are dropped (counted per reason)
         selection = batch_advantages([s.totals for s in scores], g.normalize_std, g.filter_no_spread,
-                                     g.tie_tolerance, std_floor=g.advantage_std_floor)
+                                     g.tie_tolerance, std_floor=g.advantage_std_floor,
+                                     std_scope=g.std_scope)
         # unscorable samples of kept groups stay out of the batch: they have no reward to learn from. The
         # completions and flow chains carry the log-probabilities recorded at sampling: the ratio's old policy.
         samples = [

@@ -71,6 +71,12 @@ def test_flow_ratio_is_one_of_the_named_ratios():
     assert _config("grpo.flow_ratio=dimension").grpo.flow_ratio == "dimension"
 
 
+def test_std_scope_is_group_or_batch():
+    with pytest.raises(ConfigError, match=r"grpo.std_scope='scene': expected one of \('group', 'batch'\)"):
+        _config("grpo.std_scope=scene")
+    assert _config("grpo.std_scope=batch").grpo.std_scope == "batch"
+
+
 def test_a_drawn_pace_needs_the_expert_a_step_ratio_and_a_positive_rate():
     with pytest.raises(ConfigError, match=r"rollout.pace_std=-0.1: must be >= 0"):
         _config("rollout.pace_std=-0.1")

@@ -27,6 +27,23 @@ def test_group_advantages_without_std_normalisation_are_centred_rewards():
     np.testing.assert_allclose(group_advantages(np.array([1.0, 0.0, 0.5]), normalize_std=False), [0.5, -0.5, 0.0])
 
 
+def test_batch_std_scope_weighs_each_group_by_its_spread_with_one_divisor():
+    """A group of collisions (rewards 0 / 1) and one that differs by centimetres (0.90 / 0.91): per group both get
+    +-1; over the batch they share one divisor, the RMS of every centred reward, so the first weighs 100 x more."""
+    groups = [np.array([1.0, 0.0]), np.array([0.91, 0.90]), np.array([0.5, np.nan, 0.5])]  # the last: a tie
+    per_group = batch_advantages(groups)
+    np.testing.assert_allclose(per_group.advantages[0], [1.0, -1.0], atol=1e-4)
+    np.testing.assert_allclose(per_group.advantages[1], [1.0, -1.0], atol=1e-3)
+    batch = batch_advantages(groups, std_scope="batch")
+    spread = math.sqrt((0.5 ** 2 * 2 + 0.005 ** 2 * 2) / 4)  # the dropped tie adds nothing
+    np.testing.assert_allclose(batch.advantages[0], np.array([0.5, -0.5]) / (spread + 1e-6))
+    np.testing.assert_allclose(batch.advantages[1], np.array([0.005, -0.005]) / (spread + 1e-6))
+    np.testing.assert_array_equal(batch.advantages[2], [0.0, 0.0, 0.0])
+    assert batch.kept.tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="grpo.std_scope must be one of"):
+        batch_advantages(groups, std_scope="scene")
+
+
 def test_unscorable_samples_get_zero_advantage_and_leave_the_baseline_alone():
     adv = group_advantages(np.array([1.0, np.nan, 0.0]), normalize_std=False)
     np.testing.assert_allclose(adv, [0.5, 0.0, -0.5])

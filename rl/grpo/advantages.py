@@ -9,6 +9,7 @@ import numpy as np
 UNSCORABLE = "unscorable"  # fewer than 2 scorable samples: no one to compare with
 NEAR_TIE = "near_tie"  # the scorable totals span less than the tie tolerance: no signal, only noise
 DROP_REASONS = (UNSCORABLE, NEAR_TIE)
+STD_SCOPES = ("group", "batch")  # what the advantages are divided by: each group's own std, or one for the batch
 
 
 def group_advantages(rewards: np.ndarray, normalize_std: bool = True, eps: float = 1e-6, std_floor: float = 0.0) -> np.ndarray:
@@ -71,16 +72,29 @@ def batch_advantages(
     filter_ties: bool = True,
     tie_tolerance: float = 1e-3,
     std_floor: float = 0.0,
+    std_scope: str = "group",
+    eps: float = 1e-6,
 ) -> GroupSelection:
     """Advantages for a batch of groups, judged on the total reward each sample gets.
 
     group_rewards: one (G_i,) array of total rewards per group (NaN = unscorable). A group is dropped when it
     has fewer than 2 scorable samples, or (with `filter_ties`) when its scorable totals span no more than
-    `tie_tolerance` (see `drop_reason`). Kept groups get `group_advantages`.
+    `tie_tolerance` (see `drop_reason`). Kept groups get `group_advantages`, each centred on its own mean.
+    With `normalize_std`, `std_scope` "group" divides each group by its own std; "batch" divides every kept group
+    by one spread, the root mean square of the batch's centred rewards (at least `std_floor`), so a group weighs
+    by how much its samples differ: one where some samples collide outweighs one that differs by centimetres.
     """
+    if std_scope not in STD_SCOPES:
+        raise ValueError(f"grpo.std_scope must be one of {STD_SCOPES}, got {std_scope!r}")
     reasons = [drop_reason(r, tie_tolerance, filter_ties) for r in group_rewards]
+    per_group = normalize_std and std_scope == "group"
     advantages = [
-        group_advantages(r, normalize_std, std_floor=std_floor) if reason is None else np.zeros(len(r))
+        group_advantages(r, per_group, std_floor=std_floor) if reason is None else np.zeros(len(r))
         for r, reason in zip(group_rewards, reasons)
     ]
+    if normalize_std and std_scope == "batch":
+        centred = [a[np.isfinite(r)] for a, r, reason in zip(advantages, group_rewards, reasons) if reason is None]
+        if centred:
+            spread = float(np.sqrt(np.mean(np.concatenate(centred) ** 2)))
+            advantages = [a / (max(spread, std_floor) + eps) for a in advantages]
     return GroupSelection(advantages, np.array([r is None for r in reasons], dtype=bool), reasons)
