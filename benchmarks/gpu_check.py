@@ -40,7 +40,8 @@ SIZES = {  # per mode: data, policy preset, GRPO batch and tolerances
     # round differently (CPU: within 1e-3, measured; CUDA kernels differ more between shapes).
     # resume_tol: max |weight difference| after a resume (CPU: exact; CUDA backward kernels may use atomics).
     # image: (height, width), multiples of the preset's patch_size * spatial_merge_size (small 28, tiny 16).
-    "gpu": {"preset": "small", "image": (56, 112), "train": 32, "groups": 4, "group_size": 8, "vlm_steps": 3, "gpus": 0.5,
+    "gpu": {"preset": "small", "image": (56, 112), "train": 32, "groups": 4, "group_size": 8, "vlm_steps": 3,
+            "gpus": 0.5,
             "ratio_tol": 1e-2, "resume_tol": 1e-5,
             "latency": ["--preset", "small", "--device", "cuda", "--scenes", "5", "--repeats", "2"]},
     "cpu": {"preset": "tiny", "image": (32, 64), "train": 8, "groups": 2, "group_size": 4, "vlm_steps": 2, "gpus": 0.0,

@@ -256,7 +256,8 @@ def main(argv=None) -> int:
     print_table(args, policy, summary, variant_layers)
     if args.out:
         result = {"preset": args.preset, "device": str(device),
-                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "dtype": dtype, "threads": torch.get_num_threads(),
+                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                  "dtype": dtype, "threads": torch.get_num_threads(),
                   "scenes": args.scenes, "repeats": args.repeats, "vlm_parameters": sum(p.numel() for p in policy.vlm.parameters()),
                   "steps": {"ar_reasoning": AR_REASONING_STEPS, "span_reasoning": SPAN_REASONING_STEPS,
                             "ar_trajectory": AR_TRAJECTORY_STEPS, "flow_steps": policy.config.expert.num_steps},

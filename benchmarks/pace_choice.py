@@ -28,15 +28,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from rewards.pdm import PDMScorer
-from rl.evaluate import SPEED_SCALES, PreparedScenes, UnreadableScene, iter_scenes, slowed_scores
+from rl.evaluate import SPEED_SCALES, PreparedScenes, best_scales, readable_scenes, slowed_scores
 from rl.policy.pace import drive_at_pace, pace_scales
 from rl.tracking import strict_json
-
-
-def best_scales(scores: np.ndarray, scales: tuple[float, ...]) -> np.ndarray:
-    """Each row's best scale of `scales` (scores (S, len(scales))); ties go to the larger scale."""
-    order = np.argsort(scales)[::-1]  # larger scales first: argmax keeps the first of equal maxima
-    return np.asarray(scales)[order][np.argmax(scores[:, order], axis=1)]
 
 
 def summarise(rows: list[dict], same_pace: np.ndarray, scores: np.ndarray, scales: tuple[float, ...]) -> dict:
@@ -102,8 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"--checkpoint {args.checkpoint}: the policy has no pace head (policy.expert.pace is false)",
               file=sys.stderr)
         return 2
-    _, stream = iter_scenes(args.scenes, ["pos"])
-    scenes = [s for s in stream if not isinstance(s, UnreadableScene)]
+    scenes = readable_scenes(args.scenes)
     if not scenes:
         print(f"--scenes {args.scenes}: no readable positive scene", file=sys.stderr)
         return 2

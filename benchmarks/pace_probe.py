@@ -32,7 +32,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from rewards.pdm import PDMScorer
-from rl.evaluate import SPEED_SCALES, PreparedScenes, UnreadableScene, iter_scenes, slowed_scores
+from rl.evaluate import SPEED_SCALES, PreparedScenes, best_scales, readable_scenes, slowed_scores
 from rl.tracking import strict_json
 
 FEATURE_SETS = ("expert", "ego", "family")
@@ -83,16 +83,11 @@ def probe(train_x: np.ndarray, train_scores: np.ndarray, test_x: np.ndarray, tes
     model = fit_ridge(train_x, gains, penalty)
     columns = chosen_columns(predict_ridge(model, test_x))
     chosen = np.asarray(scales)[columns]
-    best = best_scale_columns(test_scores)
-    corr = (spearmanr(chosen, np.asarray(scales)[best]).statistic
+    best = best_scales(test_scores, scales)
+    corr = (spearmanr(chosen, best).statistic
             if np.ptp(chosen) > 0 and np.ptp(best) > 0 else None)
     return {"pdms": float(test_scores[np.arange(len(columns)), columns].mean()), "mean_scale": float(chosen.mean()),
             "rank_corr": None if corr is None or not np.isfinite(corr) else float(corr), "penalty": penalty}
-
-
-def best_scale_columns(scores: np.ndarray) -> np.ndarray:
-    """Each row's best column; ties go to the earlier column (the larger scale: `SPEED_SCALES` descends)."""
-    return np.argmax(scores, axis=1)
 
 
 def scene_features(policy, scenes: list, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,8 +105,7 @@ def scene_features(policy, scenes: list, batch_size: int) -> tuple[np.ndarray, n
 
 
 def read_split(path: str, limit: Optional[int], seed: int) -> list:
-    _, stream = iter_scenes(path, ["pos"])
-    scenes = [s for s in stream if not isinstance(s, UnreadableScene)]
+    scenes = readable_scenes(path)
     if limit is not None and len(scenes) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(scenes), limit, replace=False))
         scenes = [scenes[i] for i in keep]

@@ -37,10 +37,9 @@ from rewards.pdm import PDMScorer
 from rl.evaluate import (
     SPEED_SCALES,
     PreparedScenes,
-    UnreadableScene,
-    iter_scenes,
     load_planner,
     plan_scenes,
+    readable_scenes,
     slowed_scores,
 )
 from rl.policy.config import FLOW_STARTS
@@ -146,8 +145,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     planner = load_planner(args.checkpoint, None, "expert")
-    _, stream = iter_scenes(args.scenes, ["pos"])
-    scenes = [s for s in stream if not isinstance(s, UnreadableScene)][: args.max_scenes]
+    scenes = readable_scenes(args.scenes)[: args.max_scenes]
     began = time.perf_counter()
     with torch.no_grad():
         rows = measure(planner, scenes, SPEED_SCALES, args.group_size, args.flow_noise,

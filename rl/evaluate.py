@@ -400,6 +400,19 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
     return summaries
 
 
+def readable_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = ("pos",)) -> list[Scene]:
+    """The scenes of `path` (`iter_scenes`) of `sample_types` (None: all) that could be read; unreadable ones
+    are skipped."""
+    _, stream = iter_scenes(path, None if sample_types is None else list(sample_types))
+    return [s for s in stream if not isinstance(s, UnreadableScene)]
+
+
+def best_scales(scores: np.ndarray, scales: Sequence[float]) -> np.ndarray:
+    """Each row's best scale of `scales` (scores (S, len(scales))); ties go to the larger scale."""
+    order = np.argsort(scales)[::-1]  # larger scales first: argmax keeps the first of equal maxima
+    return np.asarray(scales)[order][np.argmax(scores[:, order], axis=1)]
+
+
 def plan_scenes(planner: Planner, scenes: list[Scene], batch_size: int = 8) -> np.ndarray:
     """The planner's plans (S, N, 3) for `scenes`, planned in batches of `batch_size`."""
     return np.concatenate([planner(batch) for batch in _batches(iter(scenes), batch_size)])
@@ -429,8 +442,7 @@ def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], vers
     planner = load_planner(checkpoint, None, action_source)
     prepared = prepared if prepared is not None else PreparedScenes()
     scorer = PDMScorer(version)
-    _, stream = iter_scenes(scenes, ["pos"])
-    readable = [s for s in stream if not isinstance(s, UnreadableScene)]
+    readable = readable_scenes(scenes)
     if not readable:
         raise EvaluationError(f"--scenes {scenes}: no readable positive scene to choose a speed scale on")
     plans = plan_scenes(planner, readable)  # (S, N, 3)

@@ -12,9 +12,9 @@ Training columns (float32, ego frame at t = 0 unless stated): `ego_history` (4, 
 t = -1.5 ... 0 s; `velocity` (2,) and `acceleration` (2,) of the rear axle in the ego frame; `command_one_hot`
 (4,); `future` (the ground truth; for `rec` rows the correction), `negative_trajectory`,
 `recovery_trajectory` (10, 3) rear-axle poses at t = 0.5 ... 5 s, 0.5 s apart, whose first 8 are the NAVSIM
-plan (the last two nullable, and stored as variable-length lists: `STORAGE_SCHEMA`). Every trajectory is checked when written and when read (`check_trajectory`):
-a wrong pose count or a non-finite value is a `DatasetError` naming the file, the row and scene token, and
-the count. Images: `images` holds camera-major PNGs, image `c * 4 + f` is camera `camera_names[c]` at
+plan (the last two nullable, and stored as variable-length lists: `STORAGE_SCHEMA`). Every trajectory is
+checked when written and when read (`check_trajectory`): a wrong pose count or a non-finite value is a
+`DatasetError` naming the file, the row and scene token, and the count. Images: `images` holds camera-major PNGs, image `c * 4 + f` is camera `camera_names[c]` at
 history frame f; calibration `camera_intrinsics` (3x3 row-major), `camera_sensor2ego_rotation` (3x3),
 `camera_sensor2ego_translation` (3,) per camera.
 """
@@ -327,11 +327,7 @@ class SceneDataset:
             index = schema.get_field_index(name)
             if index < 0:
                 raise DatasetError(f"{path}: missing column {name!r}")
-            found = schema.field(index).type
-            if name in TRAJECTORY_COLUMNS and is_pose_list(found):
-                continue  # any list of poses: its rows are counted and cast when read
-            if not found.equals(SCHEMA.field(name).type):
-                raise DatasetError(f"{path}: column {name!r} has type {found}, expected {SCHEMA.field(name).type}")
+            check_column_type(path, name, schema.field(index).type)
 
     def batches(
         self, columns: Optional[Sequence[str]] = None, where: Where = None, batch_size: int = 256
@@ -406,7 +402,7 @@ def _row_label(path: Path, first: Optional[int], i: int) -> str:
     return f"{path}: row {first + i}" if first is not None else str(path)
 
 
-def is_pose_list(data_type: pa.DataType) -> bool:
+def _is_pose_list(data_type: pa.DataType) -> bool:
     """A list (any kind) of lists of numbers: what another writer may have made of a (N, 3) pose column."""
     lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
     if not any(is_list(data_type) for is_list in lists):
@@ -414,6 +410,15 @@ def is_pose_list(data_type: pa.DataType) -> bool:
     inner = data_type.value_type
     return any(is_list(inner) for is_list in lists) and (
         pa.types.is_floating(inner.value_type) or pa.types.is_integer(inner.value_type))
+
+
+def check_column_type(path: str | Path, name: str, found: pa.DataType) -> None:
+    """Raise `DatasetError` naming `path` and column `name` unless `found` is the schema's type; a trajectory
+    column may be any list of poses (its rows are counted and cast to the schema's type when read)."""
+    if name in TRAJECTORY_COLUMNS and _is_pose_list(found):
+        return
+    if not found.equals(SCHEMA.field(name).type):
+        raise DatasetError(f"{path}: column {name!r} has type {found}, expected {SCHEMA.field(name).type}")
 
 
 def old_pyarrow_hint(error: Exception, version: str = pa.__version__) -> str:

@@ -30,8 +30,9 @@ class PolicyConfigError(ValueError):
 @dataclass
 class BackboneConfig:
     """The VLM. `preset` "tiny" (~2M parameters, the CPU default), "small" (~25M) and "3b" (Qwen2.5-VL-3B's
-    layer shapes, for GPU latency and memory) are built in code with random weights and an in-code tokenizer; "pretrained" loads `pretrained_path` (a local Qwen2.5-VL
-    directory, e.g. Qwen2.5-VL-3B-Instruct) with its own tokenizer.
+    layer shapes, for GPU latency and memory) are built in code with random weights and an in-code tokenizer;
+    "pretrained" loads `pretrained_path` (a local Qwen2.5-VL directory, e.g. Qwen2.5-VL-3B-Instruct) with its own
+    tokenizer.
 
     Cameras: each of the 3 cameras' 4 history frames (2 Hz) is fed as one video; Qwen2.5-VL's temporal patch
     of 2 frames halves the vision tokens of 4 separate images. Frames are resized to exactly
