@@ -183,7 +183,7 @@ def check_vlm_lora(checks: Checks, assets: dict, work: Path, size: dict) -> dict
     start = time.perf_counter()
     steps = size["vlm_steps"]
     records = run_grpo(assets, work / "vlm_lora", size, **{
-        "grpo.steps": steps, "grpo.train_target": "vlm", "rollout.action_source": "tokens",
+        "grpo.steps": steps, "grpo.train_target": "vlm", "rollout.action_source": "tokens", "rollout.pace_std": 0.0,
         "learner.lora.enabled": True, "learner.lora.r": 8, "learner.lora.alpha": 16, "learner.lora.dropout": 0.1,
         "learner.reference": "adapters_off", "grpo.lr": 1e-2})
     checks.add("vlm_lora: steps run", [r["step"] for r in records] == list(range(1, steps + 1)),

@@ -104,14 +104,6 @@ def scene_features(policy, scenes: list, batch_size: int) -> tuple[np.ndarray, n
     return np.concatenate(captured), np.concatenate(plans)
 
 
-def read_split(path: str, limit: Optional[int], seed: int) -> list:
-    scenes = readable_scenes(path)
-    if limit is not None and len(scenes) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(scenes), limit, replace=False))
-        scenes = [scenes[i] for i in keep]
-    return scenes
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
@@ -138,7 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     had_head = policy.expert.pace_head is not None
     if not had_head:
         policy.add_pace_head()
-    splits = {"train": read_split(args.train, args.max_train, args.seed), "test": read_split(args.test, None, 0)}
+    splits = {"train": readable_scenes(args.train, limit=args.max_train, seed=args.seed), "test": readable_scenes(args.test)}
     for name, scenes in splits.items():
         if not scenes:
             print(f"--{name} {getattr(args, name)}: no readable positive scene", file=sys.stderr)

@@ -10,15 +10,16 @@ Pass the demo's own overrides (e.g. its `seed=`) so that the studies' runs are t
                 shaping terms at the start of GRPO, at-fault collisions per negative-prone family, SFT on the
                 perfect expert's plans when the imitation study has run, per family the share of SFT's gap to
                 the logged human drive that GRPO closes (`family_gaps`), and the scene-blind baseline: SFT's
-                and each GRPO seed's plans driven slower, at the speed scale chosen on the validation split
-                (`slowed_evaluation`; a gain that survives it is more than driving slower);
+                and each GRPO seed's plans driven slower, at the speed scale chosen on the validation split,
+                and SFT's at the scale chosen on 600 training scenes (`slowed_evaluation`; a gain that survives
+                it is more than driving slower);
 - sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries, each with
                 every seed; the ordering SFT < pos < pos+neg < pos+neg+rec against the pooled seed std;
 - imitation:    SFT on the logged human drives (the demo's, `sft.target: log`) against SFT on the expert's
                 plans (the perfect-expert logs, the ceiling of imitation) on the same scenes, per family, with
                 the share of training logs that are mistakes;
 - train_target: GRPO on the flow expert (ours), on the VLM's tokens (the paper's; trajectories from the
-                action tokens), and joint;
+                action tokens), and joint; the two VLM targets without the expert's pace (`rollout.pace_std` 0);
 - bridge:       SFT stage 2 of the expert with history initialisation on / off, KV interval 1, 2, 4, last, and
                 several poses per expert token (`BRIDGE_VARIANTS`).
 A finished GRPO run is reused wherever it lies in the demo folder (the demo's own, another study's) when its
@@ -99,13 +100,21 @@ def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: 
         prepared=_prepared_test_scenes(test), speed_scale=speed_scale)
 
 
-def slowed_evaluation(paths: PipelinePaths, policy_dir: Path, out: Path) -> tuple[dict, dict]:
+# The scene-blind baseline chosen on the training split reads this many of its positive scenes (a seeded draw):
+# enough to tell 0.1 speed steps apart, where the validation split's ~70 positives can pick a neighbour.
+TRAIN_CHOICE_SCENES = 600
+
+
+def slowed_evaluation(paths: PipelinePaths, policy_dir: Path, out: Path, split: str = "val") -> tuple[dict, dict]:
     """The scene-blind slow-down baseline of a policy: the speed scale of `rl.evaluate.SPEED_SCALES` whose slowed
-    plans score best on the validation split's positive scenes, and the test evaluation at that scale.
+    plans score best on the positive scenes of `split` ("val", or "train": `TRAIN_CHOICE_SCENES` of them), and the
+    test evaluation at that scale.
     -> (test results {version: summary}, {"speed scale": chosen, "val PDMS": {scale: mean}}); both kept in `out`."""
     from rl.evaluate import chosen_speed_scale
 
-    chosen = chosen_speed_scale(str(policy_dir), paths.split("val"), out / "speed_scale.json", action_source="expert")
+    max_scenes = TRAIN_CHOICE_SCENES if split == "train" else None
+    chosen = chosen_speed_scale(str(policy_dir), paths.split(split), out / "speed_scale.json", action_source="expert",
+                                max_scenes=max_scenes)
     return _evaluate(paths, policy_dir, out / "eval", "expert", chosen["speed scale"]), chosen
 
 
@@ -296,6 +305,10 @@ def _headline(cfg, paths, out, seeds, sft, rows, extra) -> None:
     slowed_sft, chosen = slowed_evaluation(paths, paths.sft_expert / "policy", out / "sft_slowed")
     scales = {"SFT": chosen}
     rows.append(_row(f"SFT at {chosen['speed scale']:g} x speed (chosen on val)", slowed_sft, sft_score))
+    slowed_sft_train, scales["SFT (chosen on train)"] = slowed_evaluation(paths, paths.sft_expert / "policy",
+                                                                          out / "sft_slowed_train", "train")
+    rows.append(_row(f"SFT at {scales['SFT (chosen on train)']['speed scale']:g} x speed (chosen on "
+                     f"{TRAIN_CHOICE_SCENES} training scenes)", slowed_sft_train, sft_score))
     slowed_runs = []
     for seed, grpo_dir in zip(seeds, grpo_dirs):
         result, scales[f"GRPO seed {seed}"] = slowed_evaluation(paths, _final_policy(grpo_dir),
@@ -376,7 +389,10 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
         sft_tokens = _evaluate(paths, paths.sft_expert / "policy", run_dir / "ablations" / "sft_tokens", "tokens")
         rows.append(_row("SFT (tokens)", sft_tokens))
         for target, source in (("expert", "expert"), ("vlm", "tokens"), ("joint", "expert")):
-            grpo_dir = _grpo_variant(cfg, paths, out / target, **{"grpo.train_target": target, "rollout.action_source": source})
+            # the pace is the flow expert's: the VLM targets train without one
+            pace = {} if target == "expert" else {"rollout.pace_std": 0.0}
+            grpo_dir = _grpo_variant(cfg, paths, out / target, **{"grpo.train_target": target, "rollout.action_source": source,
+                                                                   **pace})
             result = _evaluate(paths, _final_policy(grpo_dir), out / target / "eval", source)
             base = sft_tokens if source == "tokens" else sft
             rows.append(_row(f"GRPO {target} (trajectories from {source})", result, base["v1"]["average"]["score"]))

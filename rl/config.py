@@ -348,6 +348,15 @@ class TrainConfig:
                 f"grpo.train_target='vlm' trains the VLM's tokens, so the rewarded plan must be the one they decode:"
                 f" set rollout.action_source=tokens (got {r.action_source!r}), or grpo.train_target=joint to train"
                 " the VLM and the expert on the expert's plan")
+        if r.pace_std > 0:
+            if g.train_target != "expert" or r.action_source != "expert":
+                raise ConfigError(f"rollout.pace_std={r.pace_std} trains the expert's pace head: it needs "
+                                  f"grpo.train_target expert and rollout.action_source expert (got "
+                                  f"{g.train_target!r} and {r.action_source!r}); add rollout.pace_std=0 to train "
+                                  "without a pace")
+            if g.flow_ratio != "step":
+                raise ConfigError(f"rollout.pace_std={r.pace_std} needs grpo.flow_ratio step: the pace is one "
+                                  "dimension, which flow_ratio dimension would divide by the plan's")
         for key, types in (("sft.sample_types", self.sft.sample_types), ("grpo.schedule.mix", list(g.schedule.mix))):
             unknown = [t for t in types if t not in SAMPLE_TYPES]
             if unknown:
@@ -389,16 +398,8 @@ class TrainConfig:
             raise ConfigError(f"grpo.flow_ratio={g.flow_ratio!r}: expected one of {FLOW_RATIOS}")
         if self.rollout.pace_std < 0:
             raise ConfigError(f"rollout.pace_std={self.rollout.pace_std}: must be >= 0 (0: no pace)")
-        if self.rollout.pace_std > 0:
-            if g.train_target != "expert" or self.rollout.action_source != "expert":
-                raise ConfigError(f"rollout.pace_std={self.rollout.pace_std} trains the expert's pace head: it needs "
-                                  f"grpo.train_target expert and rollout.action_source expert (got "
-                                  f"{g.train_target!r} and {self.rollout.action_source!r})")
-            if g.flow_ratio != "step":
-                raise ConfigError(f"rollout.pace_std={self.rollout.pace_std} needs grpo.flow_ratio step: the pace is one "
-                                  "dimension, which flow_ratio dimension would divide by the plan's")
-            if g.pace_lr <= 0:
-                raise ConfigError(f"grpo.pace_lr={g.pace_lr}: must be > 0")
+        if self.rollout.pace_std > 0 and g.pace_lr <= 0:
+            raise ConfigError(f"grpo.pace_lr={g.pace_lr}: must be > 0")
         if g.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator={g.kl_estimator!r}: expected one of {KL_ESTIMATORS}")
         if g.group_size < 2:

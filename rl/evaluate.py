@@ -400,11 +400,16 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
     return summaries
 
 
-def readable_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = ("pos",)) -> list[Scene]:
+def readable_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = ("pos",), limit: Optional[int] = None,
+                    seed: int = 0) -> list[Scene]:
     """The scenes of `path` (`iter_scenes`) of `sample_types` (None: all) that could be read; unreadable ones
-    are skipped."""
+    are skipped. With `limit`, at most that many of them, drawn with `seed` and kept in the split's order."""
     _, stream = iter_scenes(path, None if sample_types is None else list(sample_types))
-    return [s for s in stream if not isinstance(s, UnreadableScene)]
+    scenes = [s for s in stream if not isinstance(s, UnreadableScene)]
+    if limit is not None and len(scenes) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(scenes), limit, replace=False))
+        scenes = [scenes[i] for i in keep]
+    return scenes
 
 
 def best_scales(scores: np.ndarray, scales: Sequence[float]) -> np.ndarray:
@@ -429,12 +434,12 @@ def slowed_scores(plans: np.ndarray, scenes: list[Scene], scales: Sequence[float
 
 
 def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], version: str = "v1",
-                     prepared: Optional[PreparedScenes] = None,
-                     action_source: Optional[str] = None) -> tuple[float, dict[float, float]]:
+                     prepared: Optional[PreparedScenes] = None, action_source: Optional[str] = None,
+                     max_scenes: Optional[int] = None) -> tuple[float, dict[float, float]]:
     """The speed scale (of `scales`) whose `slowed` plans of the policy (from `action_source`, default its config's)
-    score the best mean PDMS (EPDMS for v2) on the positive scenes of `scenes` (a validation split: choose it
-    there, report it on the test split), and the mean score of each scale. The policy plans each scene once; ties
-    go to the larger scale (the plan as it is)."""
+    score the best mean PDMS (EPDMS for v2) on the positive scenes of `scenes` (a validation or training split:
+    choose it there, report it on the test split; at most `max_scenes` of them, a seeded draw), and the mean score
+    of each scale. The policy plans each scene once; ties go to the larger scale (the plan as it is)."""
     from rewards.pdm import PDMScorer
 
     for s in scales:
@@ -442,7 +447,7 @@ def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], vers
     planner = load_planner(checkpoint, None, action_source)
     prepared = prepared if prepared is not None else PreparedScenes()
     scorer = PDMScorer(version)
-    readable = readable_scenes(scenes)
+    readable = readable_scenes(scenes, limit=max_scenes)
     if not readable:
         raise EvaluationError(f"--scenes {scenes}: no readable positive scene to choose a speed scale on")
     plans = plan_scenes(planner, readable)  # (S, N, 3)
@@ -454,12 +459,13 @@ def best_speed_scale(checkpoint: str, scenes: str, scales: Sequence[float], vers
 
 
 def chosen_speed_scale(checkpoint: str, split: str | Path, record: Path, scales: Sequence[float] = SPEED_SCALES,
-                       action_source: Optional[str] = None) -> dict:
-    """`best_speed_scale` of the policy on `split` (a validation split), kept in the JSON file `record` and read
-    back from it when it exists: {"speed scale": the chosen scale, "val PDMS": {"<scale>": mean PDMS}}."""
+                       action_source: Optional[str] = None, max_scenes: Optional[int] = None) -> dict:
+    """`best_speed_scale` of the policy on `split` (a validation split, or a draw of `max_scenes` of a training
+    split's), kept in the JSON file `record` and read back from it when it exists: {"speed scale": the chosen
+    scale, "val PDMS": {"<scale>": mean PDMS on `split`}}."""
     if record.is_file():
         return json.loads(record.read_text())
-    scale, means = best_speed_scale(checkpoint, str(split), scales, action_source=action_source)
+    scale, means = best_speed_scale(checkpoint, str(split), scales, action_source=action_source, max_scenes=max_scenes)
     chosen = {"speed scale": scale, "val PDMS": {f"{s:g}": m for s, m in means.items()}}
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(strict_json(chosen))

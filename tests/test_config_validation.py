@@ -40,7 +40,7 @@ def test_vlm_train_target_refuses_rewarding_the_experts_plan():
 
 
 def test_vlm_train_target_accepts_token_rollouts():
-    cfg = _config("grpo.train_target=vlm", "rollout.action_source=tokens")
+    cfg = _config("grpo.train_target=vlm", "rollout.action_source=tokens", "rollout.pace_std=0")
     assert (cfg.grpo.train_target, cfg.rollout.action_source) == ("vlm", "tokens")
 
 
@@ -48,12 +48,13 @@ def test_vlm_train_target_accepts_token_rollouts():
 def test_greedy_group_reasoning_serves_the_expert_alone(target):
     source = "tokens" if target == "vlm" else "expert"
     with pytest.raises(ConfigError, match=rf"rollout.group_reasoning='greedy'.*\(got '{target}'\)"):
-        _config(f"grpo.train_target={target}", f"rollout.action_source={source}", "rollout.group_reasoning=greedy")
+        _config(f"grpo.train_target={target}", f"rollout.action_source={source}", "rollout.group_reasoning=greedy",
+                "rollout.pace_std=0")
     with pytest.raises(ConfigError, match=r"rollout.group_reasoning='first': expected one of \('auto', 'sampled', 'greedy'\)"):
         _config("rollout.group_reasoning=first")
     assert _config("grpo.train_target=expert", "rollout.group_reasoning=greedy").rollout.group_reasoning == "greedy"
     # "auto" (the default) is greedy only while the VLM is frozen
-    assert [_config(f"grpo.train_target={t}", f"rollout.action_source={s}").group_reasoning()
+    assert [_config(f"grpo.train_target={t}", f"rollout.action_source={s}", "rollout.pace_std=0").group_reasoning()
             for t, s in (("expert", "expert"), ("joint", "expert"), ("vlm", "tokens"))] == ["greedy", "sampled", "sampled"]
 
 
@@ -68,7 +69,7 @@ def test_flow_start_is_one_of_the_named_starts():
 def test_flow_ratio_is_one_of_the_named_ratios():
     with pytest.raises(ConfigError, match=r"grpo.flow_ratio='token': expected one of \('step', 'dimension'\)"):
         _config("grpo.flow_ratio=token")
-    assert _config("grpo.flow_ratio=dimension").grpo.flow_ratio == "dimension"
+    assert _config("grpo.flow_ratio=dimension", "rollout.pace_std=0").grpo.flow_ratio == "dimension"
 
 
 def test_std_scope_is_group_or_batch():
@@ -80,8 +81,9 @@ def test_std_scope_is_group_or_batch():
 def test_a_drawn_pace_needs_the_expert_a_step_ratio_and_a_positive_rate():
     with pytest.raises(ConfigError, match=r"rollout.pace_std=-0.1: must be >= 0"):
         _config("rollout.pace_std=-0.1")
-    with pytest.raises(ConfigError, match=r"rollout.pace_std=0.3 trains the expert's pace head.*'vlm'"):
-        _config("rollout.pace_std=0.3", "grpo.train_target=vlm")
+    with pytest.raises(ConfigError, match=r"rollout.pace_std=0.3 trains the expert's pace head.*'vlm'.*add "
+                                          r"rollout.pace_std=0"):
+        _config("rollout.pace_std=0.3", "grpo.train_target=vlm", "rollout.action_source=tokens")
     with pytest.raises(ConfigError, match=r"rollout.pace_std=0.3 needs grpo.flow_ratio step"):
         _config("rollout.pace_std=0.3", "grpo.flow_ratio=dimension")
     with pytest.raises(ConfigError, match=r"grpo.pace_lr=0.0: must be > 0"):
@@ -89,6 +91,12 @@ def test_a_drawn_pace_needs_the_expert_a_step_ratio_and_a_positive_rate():
     with pytest.raises(PolicyConfigError, match=r"policy.expert.pace_min_scale=1.5: must lie in \(0, 1\]"):
         _config("policy.expert.pace_min_scale=1.5")
     assert _config("rollout.pace_std=0.3").rollout.pace_std == 0.3
+
+
+def test_the_default_recipe_draws_a_pace_and_divides_advantages_by_the_batchs_spread():
+    cfg = load_config(TrainConfig, "configs/tiny.yaml", [])
+    assert (cfg.rollout.pace_std, cfg.grpo.pace_lr, cfg.grpo.std_scope) == (0.3, 3e-4, "batch")
+    assert TrainConfig().rollout.pace_std == 0.0  # off outside the tiny recipe (e.g. the NAVSIM config's VLM target)
 
 
 def test_unknown_sample_types_name_the_key_and_the_valid_set():

@@ -180,7 +180,7 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
     from rl.evaluate import SPEED_SCALES
 
     scales = payload["speed_scales"]
-    assert set(scales) == {"SFT", "GRPO seed 0", "GRPO seed 1"}
+    assert set(scales) == {"SFT", "SFT (chosen on train)", "GRPO seed 0", "GRPO seed 1"}
     sft_scale = scales["SFT"]["speed scale"]
     assert sft_scale in SPEED_SCALES
     assert scales["SFT"][f"val PDMS x{sft_scale:g}"] == max(v for k, v in scales["SFT"].items() if k.startswith("val PDMS"))
@@ -188,6 +188,11 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
     assert rows[f"SFT at {sft_scale:g} x speed (chosen on val)"]["PDMS"] == pytest.approx(slowed["average"]["score"])
     assert slowed["planner"] == "policy[expert]" + ("" if sft_scale == 1.0 else f" at {sft_scale:g} x speed")
     assert "GRPO at each seed's speed (chosen on val) mean +- std (2 seeds)" in rows
+    # and SFT slowed to the speed that scores best on (at most 600 of) the training split's positives
+    train_scale = scales["SFT (chosen on train)"]["speed scale"]
+    on_train = json.loads((out / "ablations" / "headline" / "sft_slowed_train" / "eval" / "v1" / "summary.json").read_text())
+    assert rows[f"SFT at {train_scale:g} x speed (chosen on 600 training scenes)"]["PDMS"] == pytest.approx(
+        on_train["average"]["score"])
     assert "| GRPO seed 1 |" in (out / "ablations" / "headline.md").read_text()
 
 

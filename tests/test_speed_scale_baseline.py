@@ -58,3 +58,30 @@ def test_the_chosen_speed_scale_is_the_one_whose_slowed_plans_score_best(tiny_gr
         assert means[scale] == pytest.approx(summary["average"]["score"])
     with pytest.raises(ValueError, match="--speed-scale 0"):
         best_speed_scale(policy, val, [1.0, 0.0])
+
+
+def test_a_limited_split_is_a_seeded_draw_kept_in_the_splits_order(tiny_grpo_assets):
+    from rl.evaluate import readable_scenes
+
+    every = [s.token for s in readable_scenes(tiny_grpo_assets["val"], sample_types=None)]
+    drawn = [s.token for s in readable_scenes(tiny_grpo_assets["val"], sample_types=None, limit=3, seed=5)]
+    assert len(every) > 3 and len(drawn) == 3 and set(drawn) <= set(every)
+    assert drawn == sorted(drawn, key=every.index)  # the split's order
+    assert drawn == [s.token for s in readable_scenes(tiny_grpo_assets["val"], sample_types=None, limit=3, seed=5)]
+    assert [s.token for s in readable_scenes(tiny_grpo_assets["val"], sample_types=None, limit=99)] == every
+
+
+def test_a_speed_scale_chosen_on_a_draw_of_the_split_scores_only_the_drawn_scenes(tiny_grpo_assets, tmp_path):
+    import pandas as pd
+
+    from rl.evaluate import readable_scenes
+
+    policy, train = str(tiny_grpo_assets["policy"]), str(tiny_grpo_assets["train"])
+    _, means = best_speed_scale(policy, train, [1.0, 0.5], max_scenes=3)
+    drawn = {s.token for s in readable_scenes(train, limit=3)}
+    assert len(drawn) == 3
+    run_evaluation(train, str(tmp_path), ("v1",), checkpoint=policy, action_source="expert", sample_types=["pos"],
+                   show_progress=False, speed_scale=0.5)
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert len(rows[rows.token != "average"]) > 3  # the split has more positives than the draw
+    assert means[0.5] == pytest.approx(rows[rows.token.isin(drawn)].score.mean())

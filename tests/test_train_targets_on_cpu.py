@@ -37,6 +37,7 @@ def run_one_step(assets, out_dir: Path, **extra) -> dict:
         "grpo.steps": 1, "grpo.groups_per_step": 4, "grpo.group_size": 4, "grpo.schedule.warmup_steps": 0,
         "grpo.lr": 1e-3, "grpo.micro_batch_size": 8, "eval.every": 0, "eval.num_scenes": 2,
         "logging.out_dir": out_dir, "logging.wandb": False, "logging.picture_every": 0, "checkpoint.every": 1,
+        "rollout.pace_std": 0.0,  # the tensors each target trains, without the pace head (its own test below)
         **extra,
     }
     cfg = load_config(TrainConfig, "configs/tiny.yaml", [f"{k}={v}" for k, v in settings.items()])
