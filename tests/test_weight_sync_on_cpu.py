@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_pushed_weights_arrive_bit_identical_with_their_version(ray_cluster, tiny_grpo_assets, tmp_path, backend):
     cfg = load_config(TrainConfig, "configs/tiny.yaml", [
         f"policy_init={tiny_grpo_assets['policy']}", f"weight_sync.backend={backend}", "rollout.num_workers=2",
-        "grpo.train_target=joint", "weight_sync.bucket_mb=0.25",
+        "grpo.train_target=joint", "rollout.pace_std=0", "weight_sync.bucket_mb=0.25",
     ])
     groups = ActorGroups.launch(cfg, tmp_path)
     try:
