@@ -130,7 +130,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     had_head = policy.expert.pace_head is not None
     if not had_head:
         policy.add_pace_head()
-    splits = {"train": readable_scenes(args.train, limit=args.max_train, seed=args.seed), "test": readable_scenes(args.test)}
+    splits = {"train": readable_scenes(args.train, limit=args.max_train, seed=args.seed),
+              "test": readable_scenes(args.test)}
     for name, scenes in splits.items():
         if not scenes:
             print(f"--{name} {getattr(args, name)}: no readable positive scene", file=sys.stderr)

@@ -305,10 +305,11 @@ def _headline(cfg, paths, out, seeds, sft, rows, extra) -> None:
     slowed_sft, chosen = slowed_evaluation(paths, paths.sft_expert / "policy", out / "sft_slowed")
     scales = {"SFT": chosen}
     rows.append(_row(f"SFT at {chosen['speed scale']:g} x speed (chosen on val)", slowed_sft, sft_score))
-    slowed_sft_train, scales["SFT (chosen on train)"] = slowed_evaluation(paths, paths.sft_expert / "policy",
-                                                                          out / "sft_slowed_train", "train")
-    rows.append(_row(f"SFT at {scales['SFT (chosen on train)']['speed scale']:g} x speed (chosen on "
-                     f"{TRAIN_CHOICE_SCENES} training scenes)", slowed_sft_train, sft_score))
+    slowed_sft_train, on_train = slowed_evaluation(paths, paths.sft_expert / "policy", out / "sft_slowed_train",
+                                                   "train")
+    scales["SFT (chosen on train)"] = on_train
+    rows.append(_row(f"SFT at {on_train['speed scale']:g} x speed (chosen on {TRAIN_CHOICE_SCENES} training scenes)",
+                     slowed_sft_train, sft_score))
     slowed_runs = []
     for seed, grpo_dir in zip(seeds, grpo_dirs):
         result, scales[f"GRPO seed {seed}"] = slowed_evaluation(paths, _final_policy(grpo_dir),
@@ -391,8 +392,8 @@ def run_study(study: str, cfg: TrainConfig, run_dir: Path, seeds: list[int]) -> 
         for target, source in (("expert", "expert"), ("vlm", "tokens"), ("joint", "expert")):
             # the pace is the flow expert's: the VLM targets train without one
             pace = {} if target == "expert" else {"rollout.pace_std": 0.0}
-            grpo_dir = _grpo_variant(cfg, paths, out / target, **{"grpo.train_target": target, "rollout.action_source": source,
-                                                                   **pace})
+            grpo_dir = _grpo_variant(cfg, paths, out / target,
+                                     **{"grpo.train_target": target, "rollout.action_source": source, **pace})
             result = _evaluate(paths, _final_policy(grpo_dir), out / target / "eval", source)
             base = sft_tokens if source == "tokens" else sft
             rows.append(_row(f"GRPO {target} (trajectories from {source})", result, base["v1"]["average"]["score"]))

@@ -190,7 +190,8 @@ def test_the_headline_study_reuses_the_demo_run_and_trains_the_other_seeds(smoke
     assert "GRPO at each seed's speed (chosen on val) mean +- std (2 seeds)" in rows
     # and SFT slowed to the speed that scores best on (at most 600 of) the training split's positives
     train_scale = scales["SFT (chosen on train)"]["speed scale"]
-    on_train = json.loads((out / "ablations" / "headline" / "sft_slowed_train" / "eval" / "v1" / "summary.json").read_text())
+    on_train = json.loads(
+        (out / "ablations" / "headline" / "sft_slowed_train" / "eval" / "v1" / "summary.json").read_text())
     assert rows[f"SFT at {train_scale:g} x speed (chosen on 600 training scenes)"]["PDMS"] == pytest.approx(
         on_train["average"]["score"])
     assert "| GRPO seed 1 |" in (out / "ablations" / "headline.md").read_text()
