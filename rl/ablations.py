@@ -14,7 +14,8 @@ Pass the demo's own overrides (e.g. its `seed=`) so that the studies' runs are t
                 and SFT's at the scale chosen on 600 training scenes (`slowed_evaluation`; a gain that survives
                 it is more than driving slower);
 - sample_types: GRPO on positives only, positives + negatives, positives + negatives + recoveries, each with
-                every seed; the ordering SFT < pos < pos+neg < pos+neg+rec against the pooled seed std;
+                every seed; the ordering SFT < pos < pos+neg < pos+neg+rec against the pooled seed std, and
+                each mix's PDMS and at-fault collisions in the negative-prone families (`negative_prone_by_mix`);
 - imitation:    SFT on the logged human drives (the demo's, `sft.target: log`) against SFT on the expert's
                 plans (the perfect-expert logs, the ceiling of imitation) on the same scenes, per family, with
                 the share of training logs that are mistakes;
@@ -273,6 +274,34 @@ def family_gaps(sft: dict, grpo: list[dict], human_log: dict, perfect: Optional[
     return out
 
 
+def negative_prone_by_mix(sft: dict, evals_by_mix: dict[str, list[dict]]) -> dict[str, dict]:
+    """Where negatives are meant to act: per negative-prone family present in SFT's evaluation, and for all of them
+    together ("negative-prone"), SFT's PDMS and at-fault collision rate, and for each mix the mean over its seeds of
+    both, the sample std of the PDMS (ddof 1; NaN for one seed) and how many seeds leave an at-fault collision there.
+
+    Each evaluation is a v1 summary (`{"by_family": ..., "negative_prone_families": ...}`); `evals_by_mix` maps a
+    mix's name to its seeds' summaries."""
+    from rl.evaluate import NEGATIVE_PRONE_FAMILIES
+
+    def subset(summary: dict, family: str) -> tuple[float, float]:
+        s = summary["negative_prone_families"] if family == "negative-prone" else summary["by_family"][family]
+        return s["score"], s["at_fault_collision_rate"]
+
+    families = [f for f in NEGATIVE_PRONE_FAMILIES if f in sft["by_family"]] + ["negative-prone"]
+    table = {}
+    for family in families:
+        pdms, collisions = subset(sft, family)
+        row = {"SFT PDMS": pdms, "SFT collisions": collisions}
+        for name, evals in evals_by_mix.items():
+            scores, rates = np.array([subset(e, family) for e in evals]).T
+            row[f"{name} PDMS"] = float(scores.mean())
+            row[f"{name} PDMS std"] = float(scores.std(ddof=1)) if len(scores) > 1 else float("nan")
+            row[f"{name} collisions"] = float(rates.mean())
+            row[f"{name} seeds colliding"] = int((rates > 0).sum())
+        table[family] = row
+    return table
+
+
 def _sft_on_expert_plans(cfg: TrainConfig, paths: PipelinePaths, out: Path) -> Path:
     """Both SFT stages again on the same scenes with the expert's plans as targets (`sft.target: expert`, the
     perfect-expert logs); the flow expert's policy directory."""
@@ -338,17 +367,20 @@ def _headline(cfg, paths, out, seeds, sft, rows, extra) -> None:
 def _sample_types(cfg, paths, out, seeds, sft, rows, extra) -> None:
     sft_score = sft["v1"]["average"]["score"]
     means = [("SFT", sft_score, float("nan"))]
+    evals_by_mix = {}
     for name, mix in SAMPLE_TYPE_MIXES.items():
-        runs = []
+        runs, evals_by_mix[name] = [], []
         for seed in seeds:
             folder = out / name.replace("+", "_") / f"seed_{seed}"
             grpo_dir = _grpo_variant(cfg, paths, folder, seed=seed, **{"grpo.schedule.mix": mix})
             result = _evaluate(paths, _final_policy(grpo_dir), folder / "eval", "expert")
+            evals_by_mix[name].append(result["v1"])
             runs.append({**_row(f"GRPO {name} seed {seed}", result, sft_score), **shaping_metrics(grpo_dir / "metrics.jsonl")})
         rows.extend(runs)
         rows.append(_mean_row(f"GRPO {name}", runs, sft_score))
         means.append((name, rows[-1]["PDMS"], rows[-1]["PDMS std"]))
     extra["pooled_std"], extra["ordering"] = ordering(means)
+    extra["negative_prone_families"] = negative_prone_by_mix(sft["v1"], evals_by_mix)
 
 
 def _imitation(cfg, paths, out, sft, rows, extra) -> None:

@@ -1,6 +1,6 @@
 """The ablation studies' pure parts: the ordering check against the pooled seed std, the shaping metrics read
 from a GRPO run, the per-family share of logged mistakes in a split, and the share of SFT's gap to the human log
-that GRPO closes."""
+that GRPO closes, and each sample-type mix's scores in the negative-prone families."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rl.ablations import family_gaps, logged_mistake_rates, ordering, shaping_metrics
+from rl.ablations import family_gaps, logged_mistake_rates, negative_prone_by_mix, ordering, shaping_metrics
 from sim.generate import GeneratorOptions, generate_dataset
 from sim.scenarios.human import HumanLogs
 
@@ -92,3 +92,26 @@ def test_family_gaps_give_the_share_of_the_gap_to_the_human_log_that_grpo_closes
     assert "SFT on expert's plans PDMS" not in gaps["curve"]
     perfect = _summary(0.72, {"curve": 0.30, "cut_in": 0.85, "stop_sign": 0.91})
     assert family_gaps(sft, seeds, log, perfect)["curve"]["SFT on expert's plans PDMS"] == 0.30
+
+
+def _prone_summary(families: dict[str, tuple[float, float]], prone: tuple[float, float]) -> dict:
+    """A v1 summary with (PDMS, at-fault collision rate) per family and for the negative-prone families together."""
+    return {"by_family": {f: {"score": s, "at_fault_collision_rate": c} for f, (s, c) in families.items()},
+            "negative_prone_families": {"score": prone[0], "at_fault_collision_rate": prone[1]}}
+
+
+def test_negative_prone_by_mix_averages_each_mix_over_its_seeds_and_counts_the_seeds_that_collide():
+    sft = _prone_summary({"vru_crossing": (0.40, 0.5), "cut_in": (0.85, 0.1), "curve": (0.5, 0.0)}, (0.70, 0.2))
+    pos = [_prone_summary({"vru_crossing": (0.80, 0.1), "cut_in": (0.90, 0.0), "curve": (0.6, 0.0)}, (0.85, 0.05)),
+           _prone_summary({"vru_crossing": (0.90, 0.0), "cut_in": (0.94, 0.0), "curve": (0.6, 0.0)}, (0.91, 0.0))]
+    neg = [_prone_summary({"vru_crossing": (0.95, 0.0), "cut_in": (0.93, 0.0), "curve": (0.6, 0.0)}, (0.92, 0.0))]
+    table = negative_prone_by_mix(sft, {"pos": pos, "pos+neg": neg})
+    assert list(table) == ["cut_in", "vru_crossing", "negative-prone"]  # the prone families SFT has, in their order
+    vru = table["vru_crossing"]
+    assert (vru["SFT PDMS"], vru["SFT collisions"]) == (0.40, 0.5)
+    assert vru["pos PDMS"] == pytest.approx(0.85) and vru["pos collisions"] == pytest.approx(0.05)
+    assert vru["pos PDMS std"] == pytest.approx(0.1 / math.sqrt(2))  # sample std of two seeds
+    assert vru["pos seeds colliding"] == 1 and vru["pos+neg seeds colliding"] == 0
+    assert math.isnan(vru["pos+neg PDMS std"])  # one seed: no spread
+    assert table["negative-prone"]["pos PDMS"] == pytest.approx(0.88)
+    assert table["negative-prone"]["pos seeds colliding"] == 1
