@@ -214,7 +214,8 @@ def test_the_sample_types_study_trains_each_mix_and_reuses_the_demo_run_for_the_
     first = payload["ordering"][0]
     assert first["difference"] == pytest.approx(rows["GRPO pos mean +- std (1 seed)"]["PDMS"] - rows["SFT (sft.target log)"]["PDMS"])
     # the negative-prone families' table reads each mix's own evaluation
-    pos_eval = json.loads((out / "ablations" / "sample_types" / "pos" / "seed_0" / "eval" / "v1" / "summary.json").read_text())
+    pos_eval = json.loads(
+        (out / "ablations" / "sample_types" / "pos" / "seed_0" / "eval" / "v1" / "summary.json").read_text())
     prone = payload["negative_prone_families"]["negative-prone"]
     assert prone["pos PDMS"] == pytest.approx(pos_eval["negative_prone_families"]["score"])
     assert prone["pos seeds colliding"] == int(pos_eval["negative_prone_families"]["at_fault_collision_rate"] > 0)
