@@ -3,27 +3,31 @@
     <dir>/step_N/learner/     DeepSpeed state (weights, optimizer) of every learner rank
     <dir>/step_N/policy/      the policy in its own save format (what `rl.evaluate` loads)
     <dir>/step_N/driver.json  step, data position, random seed, policy version
+    <dir>/step_N/sampled_ahead.pkl  asynchronous mode: step N+1, sampled and scored during update N (a pickle)
     <dir>/step_N/config.yaml  the resolved config
     <dir>/latest              the name of the newest COMPLETE step directory, written last and atomically
 
 A step directory without a `latest` pointing at it is incomplete (the job died while writing it) and is ignored.
 
-Asynchronous mode (`grpo.max_staleness: 1`) needs nothing more here: the driver never samples the step after a
-checkpoint ahead (it is sampled after the weight push, with the checkpoint's weights), so a run resumed from
-step_N samples step N+1 exactly as the uninterrupted run did.
+Asynchronous mode (`grpo.max_staleness: 1`) samples step N+1 during update N, with the weights of version N-1.
+The checkpoint keeps those groups (scenes, samples with the log-probabilities recorded at sampling, scores), so a
+run resumed from step_N trains step N+1 on exactly what the uninterrupted run trained on. Like the learner's
+optimizer state (a torch pickle), the file is a pickle: resume only from checkpoints you wrote.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 
 LATEST = "latest"
+SAMPLED_AHEAD = "sampled_ahead.pkl"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -115,3 +119,24 @@ class CheckpointDir:
                                   "(written by another version of the driver?)")
         return DriverState(**payload)
 
+    @staticmethod
+    def save_sampled_ahead(path: Path, batch: Any) -> None:
+        """Keep the driver's next step, sampled ahead (`rl.driver.StepRollouts`), with the checkpoint at `path`."""
+        tmp = path / (SAMPLED_AHEAD + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(batch, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path / SAMPLED_AHEAD)
+
+    @staticmethod
+    def load_sampled_ahead(path: Path) -> Optional[Any]:
+        """The step sampled ahead that the checkpoint at `path` keeps; None when it keeps none (a synchronous run,
+        or the last step of a run). Trusted input: a pickle can run code when loaded."""
+        file = path / SAMPLED_AHEAD
+        if not file.is_file():
+            return None
+        try:
+            with open(file, "rb") as f:
+                return pickle.load(f)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
+            raise CheckpointError(f"{file}: cannot read the step sampled ahead ({type(err).__name__}: {err}); "
+                                  "it was written by another version of the driver, or is damaged") from err

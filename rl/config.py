@@ -33,6 +33,10 @@ class DataConfig:
     train: str = "data/tiny/train"
     val: str = "data/tiny/val"
     test: str = "data/tiny/test"
+    # decoded scenes a process keeps in memory for the training split (SFT, GRPO): SFT reads each scene several
+    # times, and decoding one costs about as much as a tiny model's step on it. A synthetic scene takes ~0.1 MB;
+    # a NAVSIM scene with its camera images a few MB, so size it to the memory you have; 0 decodes every read
+    scene_cache: int = 256
 
 
 @dataclass
@@ -57,7 +61,6 @@ class SFTConfig:
     target: str = "expert"
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
-    num_workers: int = 0  # DataLoader worker processes
 
 
 @dataclass
@@ -417,6 +420,8 @@ class TrainConfig:
         if self.learner.zero_stage not in (0, 1, 2):
             raise ConfigError(f"learner.zero_stage={self.learner.zero_stage}: the GRPO learner supports ZeRO stages "
                               "0, 1 and 2 (stage 3 partitions the weights that weight sync and export read)")
+        if self.data.scene_cache < 0:
+            raise ConfigError(f"data.scene_cache={self.data.scene_cache}: expected >= 0 (0: decode every read)")
         if self.sft.stage not in SFT_STAGES:
             raise ConfigError(f"sft.stage={self.sft.stage!r}: expected one of {SFT_STAGES}")
         if self.checkpoint.resume not in RESUME_MODES:

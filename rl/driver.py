@@ -13,8 +13,8 @@
 Asynchronous mode (`grpo.max_staleness: 1`): while the learner updates step t, a background thread samples
 and scores step t+1 with the weights the rollout workers hold (version v, before update t); the weight push of
 update t waits until that is done, so every group of step t+1 comes from version v and the learner's ratio
-uses the log-probabilities recorded at sampling. The step after a checkpoint is never sampled ahead: it is
-sampled after the push, in an uninterrupted run and in one resumed from that checkpoint alike.
+uses the log-probabilities recorded at sampling. A checkpoint keeps the step already sampled ahead (its groups,
+samples and scores), and a run resumed there trains on it: checkpoints never change what a run samples.
 
 The driver holds no model; the actors (`actors/`) do the work.
 """
@@ -88,7 +88,7 @@ class GRPODriver:
         self.cfg = cfg
         self.out_dir = Path(cfg.logging.out_dir)
         self.ckpt = CheckpointDir(cfg.checkpoint.dir or self.out_dir / "ckpt")
-        self.train = SceneStore(cfg.data.train)
+        self.train = SceneStore(cfg.data.train, cache_size=cfg.data.scene_cache)
         self.val = SceneStore(cfg.data.val, where={"sample_type": "pos"}, limit=cfg.eval.num_scenes) if cfg.eval.every else None
         self.schedule = SceneSchedule(self.train.rows_by_type(), cfg.grpo.groups_per_step, cfg.grpo.schedule.warmup_steps,
                                       dict(cfg.grpo.schedule.mix), cfg.seed)
@@ -99,6 +99,8 @@ class GRPODriver:
         self.tracker: Optional[Tracker] = None
         self._background: Optional[ThreadPoolExecutor] = None  # samples the next step ahead (asynchronous mode)
         self._prefetched: Optional[StepRollouts] = None  # the next step's groups, sampled during this update
+        # the groups of a step sampled ahead before a checkpoint, when the run resumes synchronously: drawn again
+        self._resumed_requests: Optional[list[GroupRequest]] = None
 
     # --- the run ------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -149,7 +151,8 @@ class GRPODriver:
         if self._prefetched is not None:  # sampled and scored during the previous step's learner update
             batch, self._prefetched = self._prefetched, None
         else:
-            batch = self._sample_and_score(self._requests(self.step), timer)
+            requests, self._resumed_requests = self._resumed_requests or self._requests(self.step), None
+            batch = self._sample_and_score(requests, timer)
         requests, rollouts, scores = batch.requests, batch.rollouts, batch.scores
         sampled = {**rollout_metrics(rollouts),
                    **version_metrics(rollouts, self.policy_version, g.max_staleness)}
@@ -241,11 +244,9 @@ class GRPODriver:
         return step % max(self.cfg.checkpoint.every, 1) == 0 or step == self.cfg.grpo.steps
 
     def _prefetch_allowed(self) -> bool:
-        """Whether the next step may be sampled during this step's update: asynchronous mode, a next step exists,
-        and no checkpoint follows this step (a run resumed there samples its next step after the push, so the
-        uninterrupted run does too)."""
-        done = self.step + 1
-        return self.cfg.grpo.max_staleness >= 1 and done < self.cfg.grpo.steps and not self._checkpoint_due(done)
+        """Whether the next step may be sampled during this step's update: asynchronous mode and a next step
+        exists (a checkpoint after this step keeps what was sampled ahead, `save_checkpoint`)."""
+        return self.cfg.grpo.max_staleness >= 1 and self.step + 1 < self.cfg.grpo.steps
 
     def _picture_due(self) -> bool:
         every = self.cfg.logging.picture_every
@@ -298,10 +299,14 @@ class GRPODriver:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
+        """The learner's state, the driver's, and the next step when it was sampled ahead (asynchronous mode): the
+        data schedule has already handed out its groups, and resuming must train on the same samples."""
         path = self.ckpt.begin(self.step)
         self.actors.learner.save(str(path))
         CheckpointDir.save_driver_state(path, DriverState(self.step, self.policy_version, self.schedule.state_dict(),
                                                           self.cfg.seed))
+        if self._prefetched is not None:
+            CheckpointDir.save_sampled_ahead(path, self._prefetched)
         save_config(self.cfg, path / "config.yaml")
         self.ckpt.commit(self.step, self.cfg.checkpoint.keep_last)
         logger.info("checkpoint written: %s", path)
@@ -320,11 +325,19 @@ class GRPODriver:
         self.actors.learner.load(str(path))
         self.schedule.load_state_dict(state.schedule)
         self.step, self.policy_version = state.step, state.policy_version
-        if self.cfg.grpo.max_staleness and self.step % max(self.cfg.checkpoint.every, 1):
+        ahead = CheckpointDir.load_sampled_ahead(path)
+        if ahead is not None and self.cfg.grpo.max_staleness == 0:
+            # a synchronous run does not train on samples one version old: it draws the same groups again
+            logger.info("%s holds step %d sampled ahead; grpo.max_staleness=0 samples its groups again with the "
+                        "checkpoint's weights", path, self.step + 1)
+            self._resumed_requests = ahead.requests
+        elif ahead is not None:
+            self._prefetched = ahead
+        elif self.cfg.grpo.max_staleness and self.step < self.cfg.grpo.steps:
             # the final checkpoint of a shorter run: a run that had gone on would have sampled the next step
             # during this step's update, with the previous weights; this one samples it with the newest
-            logger.warning("resuming an asynchronous run from step %d, which is not a multiple of "
-                           "checkpoint.every=%d: step %d is sampled with the newest weights, where an uninterrupted "
-                           "run samples it one version earlier", self.step, self.cfg.checkpoint.every, self.step + 1)
+            logger.warning("resuming an asynchronous run from step %d, the last of a finished run: step %d is "
+                           "sampled with the newest weights, where a run that had gone on samples it one version "
+                           "earlier", self.step, self.step + 1)
         logger.info("resumed from %s at step %d (policy version %d)", path, self.step, self.policy_version)
         return True

@@ -130,7 +130,7 @@ def run_sft(cfg: TrainConfig) -> Path:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train = SceneStore(cfg.data.train)
+    train = SceneStore(cfg.data.train, cache_size=cfg.data.scene_cache)
     policy = build_or_load_policy(cfg)
     if s.target == "log":
         check_log_horizon(policy, cfg)

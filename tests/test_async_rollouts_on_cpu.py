@@ -2,12 +2,13 @@
 policy; plus the pure pieces (version bound, phase timer, the driver's input checks) without Ray.
 
 Runs here are small (2 groups x 4 samples, one optimizer step per batch, so the logged ratio is the first
-update's): the next step is sampled during the learner update, one policy version behind, except after a
-checkpoint.
+update's): the next step is sampled during the learner update, one policy version behind, and a checkpoint
+keeps it.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -96,42 +97,75 @@ def test_async_mode_samples_the_next_step_during_the_update_one_version_behind_a
     assert (two["rollout/prefetched"], two["rollout/policy_version_min"], two["rollout/staleness_max"]) == (1, 0, 1)
     assert abs(two["train/flow_ratio_mean"] - 1.0) > 1e-4
     assert two["timing/prefetched_rollout_s"] > 0 and two["timing/rollout_s"] == 0.0
-    # step 3 follows the checkpoint of step 2: sampled after the push, with version 2, on-policy again
-    assert (three["rollout/prefetched"], three["rollout/policy_version_min"], three["rollout/staleness_max"]) == (0, 2, 0)
-    assert three["train/flow_ratio_mean"] == pytest.approx(1.0, abs=1e-6)
-    assert three["train/flow_clip_fraction"] == 0.0
+    # step 3 follows the checkpoint of step 2 and is sampled ahead all the same, with version 1
+    assert (three["rollout/prefetched"], three["rollout/policy_version_min"], three["rollout/staleness_max"]) == (1, 1, 1)
+    assert abs(three["train/flow_ratio_mean"] - 1.0) > 1e-4
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_async_mode_with_a_checkpoint_after_every_step_reproduces_the_synchronous_run(ray_cluster, tiny_grpo_assets,
-                                                                                        tmp_path):
-    """Nothing is sampled ahead across a checkpoint, so with one after every step the asynchronous loop is the
-    synchronous one: the same samples, updates and weights."""
-    sync = _run(tiny_grpo_assets, tmp_path / "sync", **{"grpo.steps": 2, "checkpoint.every": 1,
-                                                         "grpo.max_staleness": 0})
-    asyn = _run(tiny_grpo_assets, tmp_path / "async", **{"grpo.steps": 2, "checkpoint.every": 1})
-    for step in (1, 2):
-        assert sync[step]["rollout/staleness_max"] == 0 and sync[step]["rollout/prefetched"] == 0
-        _assert_same_step(asyn[step], sync[step])
-    _assert_same_weights(_weights(tmp_path / "async", 2), _weights(tmp_path / "sync", 2))
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_an_async_run_resumed_from_its_checkpoint_matches_the_uninterrupted_run(async_run, tiny_grpo_assets, tmp_path):
+def test_checkpoints_do_not_change_what_an_async_run_samples_or_trains(async_run, tiny_grpo_assets, tmp_path):
+    """A checkpoint after every step against one after steps 2 and 3: the same samples, updates and weights."""
     ref_out, ref_steps = async_run
-    out = tmp_path / "resumed"
-    first = _run(tiny_grpo_assets, out, **{"grpo.steps": 2})  # the job "dies" after step 2's checkpoint
-    assert first[2]["rollout/prefetched"] == 1  # step 2 was sampled ahead here too
-    steps = _run(tiny_grpo_assets, out, **{"grpo.steps": 3})  # resubmitted: resumes at step 3
-    assert sorted(steps) == [1, 2, 3]
+    every = _run(tiny_grpo_assets, tmp_path / "every", **{"checkpoint.every": 1})
+    assert [every[s]["rollout/prefetched"] for s in (1, 2, 3)] == [0, 1, 1]
     for step in (1, 2, 3):
-        _assert_same_step(steps[step], ref_steps[step])
+        _assert_same_step(every[step], ref_steps[step])
+    _assert_same_weights(_weights(tmp_path / "every", 3), _weights(ref_out, 3))
+
+
+def _died_after_step_2(ref_out: Path, out: Path) -> None:
+    """`out` as a job that died right after writing step 2's checkpoint leaves it."""
+    (out / "ckpt").mkdir(parents=True)
+    shutil.copytree(ref_out / "ckpt" / "step_2", out / "ckpt" / "step_2")
+    (out / "ckpt" / "latest").write_text("step_2\n")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_async_run_resumed_from_its_checkpoint_trains_the_kept_step_as_the_uninterrupted_run(async_run,
+                                                                                                 tiny_grpo_assets,
+                                                                                                 tmp_path):
+    ref_out, ref_steps = async_run
+    assert (ref_out / "ckpt" / "step_2" / "sampled_ahead.pkl").is_file()  # step 3, sampled during update 2
+    assert not (ref_out / "ckpt" / "step_3" / "sampled_ahead.pkl").exists()  # the last step samples nothing ahead
+    out = tmp_path / "resumed"
+    _died_after_step_2(ref_out, out)
+    steps = _run(tiny_grpo_assets, out)  # resubmitted: resumes at step 3 on the kept samples
+    assert sorted(steps) == [3]
+    _assert_same_step(steps[3], ref_steps[3])
+    assert steps[3]["rollout/prefetched"] == 1 and steps[3]["rollout/staleness_max"] == 1
     _assert_same_weights(_weights(out, 3), _weights(ref_out, 3))
     ours = json.loads((out / "ckpt" / "step_3" / "driver.json").read_text())
     theirs = json.loads((ref_out / "ckpt" / "step_3" / "driver.json").read_text())
     assert ours == theirs
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_synchronous_resume_of_an_async_checkpoint_samples_the_kept_groups_again_on_policy(async_run,
+                                                                                             tiny_grpo_assets, tmp_path):
+    ref_out, ref_steps = async_run
+    out = tmp_path / "resumed_sync"
+    _died_after_step_2(ref_out, out)
+    steps = _run(tiny_grpo_assets, out, **{"grpo.max_staleness": 0})
+    three = steps[3]
+    # the kept groups drawn again with version 2: on-policy (ratio 1); the data position is the uninterrupted run's
+    assert (three["rollout/prefetched"], three["rollout/policy_version_min"], three["rollout/staleness_max"]) == (0, 2, 0)
+    assert three["train/flow_ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert three["reward/total"] != ref_steps[3]["reward/total"]
+    ours = json.loads((out / "ckpt" / "step_3" / "driver.json").read_text())
+    theirs = json.loads((ref_out / "ckpt" / "step_3" / "driver.json").read_text())
+    assert ours == theirs
+
+
+def test_a_damaged_kept_step_is_a_checkpoint_error_naming_the_file(tmp_path):
+    from rl.checkpoint import CheckpointDir, CheckpointError
+
+    (tmp_path / "sampled_ahead.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match=r"sampled_ahead.pkl: cannot read the step sampled ahead"):
+        CheckpointDir.load_sampled_ahead(tmp_path)
+    assert CheckpointDir.load_sampled_ahead(tmp_path / "none") is None
 
 
 @pytest.mark.ray

@@ -240,3 +240,10 @@ def test_valid_sft_inputs_pass_and_expert_stage_needs_an_init(tiny_grpo_assets):
     validate_sft_inputs(_config(f"data.train={a['train']}", "sft.stage=expert", f"sft.init={a['policy']}"))
     with pytest.raises(InputError, match=r"sft.stage=expert trains the expert on a trained VLM: set sft.init"):
         validate_sft_inputs(_config(f"data.train={a['train']}", "sft.stage=expert"))
+
+
+def test_the_scene_cache_is_a_count_of_scenes_and_a_negative_one_names_the_key():
+    with pytest.raises(ConfigError, match=r"data.scene_cache=-1: expected >= 0"):
+        _config("data.scene_cache=-1")
+    assert TrainConfig().data.scene_cache == 256  # sized for camera-bearing NAVSIM scenes
+    assert _config().data.scene_cache == 2048  # the tiny world's whole training split (1600 scenes)

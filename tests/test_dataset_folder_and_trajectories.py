@@ -243,3 +243,15 @@ def test_a_human_plan_that_is_not_eight_poses_is_named(tmp_path):
     with pytest.raises(DatasetError, match=rf"^{path}: row 0: scene 'h': .*human_trajectory: expected 8 poses at "
                                            r"0.5 s \(t = 0.5 ... 4 s\), got 7"):
         list(SceneDataset(tmp_path).scenes())
+
+
+def test_the_scene_store_keeps_the_last_cache_size_scenes_decoded_and_decodes_equal_scenes_again(generated):
+    kept, none = SceneStore(generated, cache_size=2), SceneStore(generated, cache_size=0)
+    first = kept.scene(0)
+    assert kept.scene(0) is first  # a cache hit is the decoded scene itself
+    kept.scenes([1, 2])
+    again = kept.scene(0)  # pushed out by two newer ones: decoded anew, equal to the first decode
+    assert again is not first and again.token == first.token
+    np.testing.assert_array_equal(again.future, first.future)
+    np.testing.assert_array_equal(again.cameras[0].images[-1], first.cameras[0].images[-1])
+    assert none.scene(3) is not none.scene(3)
