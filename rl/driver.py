@@ -334,10 +334,10 @@ class GRPODriver:
         elif ahead is not None:
             self._prefetched = ahead
         elif self.cfg.grpo.max_staleness and self.step < self.cfg.grpo.steps:
-            # the final checkpoint of a shorter run: a run that had gone on would have sampled the next step
-            # during this step's update, with the previous weights; this one samples it with the newest
-            logger.warning("resuming an asynchronous run from step %d, the last of a finished run: step %d is "
-                           "sampled with the newest weights, where a run that had gone on samples it one version "
-                           "earlier", self.step, self.step + 1)
+            # the last checkpoint of a finished run, or a synchronous run's: an asynchronous run that had gone on
+            # would have sampled the next step during this step's update, with the previous weights
+            logger.warning("%s keeps no step sampled ahead (the last step of a finished run, or a synchronous "
+                           "run): step %d is sampled with the newest weights, where an asynchronous run that had "
+                           "gone on samples it one version earlier", path, self.step + 1)
         logger.info("resumed from %s at step %d (policy version %d)", path, self.step, self.policy_version)
         return True

@@ -48,6 +48,7 @@ class SceneStore:
         self.sample_types: list[str] = table.column("sample_type").to_pylist()
         self._cache: OrderedDict[int, Scene] = OrderedDict()
         self._cache_size = cache_size
+        self.decodes = 0  # scenes decoded so far (reads that missed the cache)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -64,6 +65,7 @@ class SceneStore:
             return self._cache[row]
         record = self._table.slice(row, 1).to_pylist()[0]
         scene = row_to_scene_at(record, f"{self._files[row]} (store row {row})")
+        self.decodes += 1
         self._cache[row] = scene
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -107,6 +107,19 @@ def build_or_load_policy(cfg: TrainConfig):
     return policy
 
 
+def sft_batch_rows(rows: np.ndarray, steps: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    """The training-store rows of each step's batch on `rank` (yields `steps` arrays of `batch_size`): each pass
+    over `rows` is a fresh permutation drawn from `seed`, split between `world` ranks; a pass's incomplete tail
+    is left out."""
+    rng = np.random.default_rng(seed)
+    order, cursor = rng.permutation(rows), 0
+    for _ in range(steps):
+        if cursor + batch_size * world > len(order):
+            order, cursor = rng.permutation(rows), 0
+        yield order[cursor + rank * batch_size: cursor + (rank + 1) * batch_size]
+        cursor += batch_size * world
+
+
 def _lr_lambda(warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -149,17 +162,11 @@ def run_sft(cfg: TrainConfig) -> Path:
     tracker = Tracker(out, f"sft-{s.stage}", config_to_dict(cfg), use_wandb=cfg.logging.wandb and rank == 0,
                       wandb_project=cfg.logging.wandb_project, wandb_mode=cfg.logging.wandb_mode,
                       console_every=max(s.log_every, 1))
-    rng = np.random.default_rng(cfg.seed)
-    order, cursor = rng.permutation(rows), 0
     policy.train()
     bar = tqdm(range(s.steps), desc=f"SFT {s.stage}", unit="step", dynamic_ncols=True, disable=rank != 0)
     sums: dict[str, float] = {}
     start = time.perf_counter()
-    for step in bar:
-        if cursor + s.batch_size * world > len(order):
-            order, cursor = rng.permutation(rows), 0
-        batch_rows = order[cursor + rank * s.batch_size: cursor + (rank + 1) * s.batch_size]
-        cursor += s.batch_size * world
+    for step, batch_rows in zip(bar, sft_batch_rows(rows, s.steps, s.batch_size, cfg.seed, rank, world)):
         batch = collate(sft_target_scenes(train.scenes(batch_rows), s.target))
         out_loss = loss_fn(batch)
         engine.backward(out_loss.loss)

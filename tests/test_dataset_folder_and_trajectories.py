@@ -254,4 +254,17 @@ def test_the_scene_store_keeps_the_last_cache_size_scenes_decoded_and_decodes_eq
     assert again is not first and again.token == first.token
     np.testing.assert_array_equal(again.future, first.future)
     np.testing.assert_array_equal(again.cameras[0].images[-1], first.cameras[0].images[-1])
-    assert none.scene(3) is not none.scene(3)
+    assert kept.decodes == 4  # rows 0, 1, 2 and 0 again
+    assert none.scene(3) is not none.scene(3) and none.decodes == 2
+
+
+def test_the_scene_cache_benchmark_reads_the_same_scenes_and_decodes_each_once_with_a_cache_that_holds_them(
+        generated, tmp_path, load_benchmark):
+    bench = load_benchmark("sft_scene_cache")
+    out = tmp_path / "cache.json"
+    assert bench.main(["--split", str(generated), "--steps", "9", "--batch-size", "2", "--sample-types",
+                       "pos,neg,rec", "--caches", "0,16", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["baseline"]["reads"] == result["candidate"]["reads"] == 18
+    assert result["baseline"]["decodes"] == 18 and result["candidate"]["decodes"] == 6  # the split's 6 scenes
+    assert result["same_scenes"] is True and result["ratio"] > 0

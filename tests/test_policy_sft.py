@@ -155,3 +155,20 @@ def test_collator_works_in_a_dataloader():
     assert batches[0].pixel_values_videos.shape[0] == 2 * 3 * policy.video.geometry.tokens_per_video() * 4
     with pytest.raises(ValueError, match="targets='nope'"):
         policy.collator("nope")
+
+
+def test_sft_batches_are_fresh_permutations_each_pass_split_between_ranks():
+    import numpy as np
+
+    from rl.sft import sft_batch_rows
+
+    rows = np.arange(10, 20)
+    one = [b.tolist() for b in sft_batch_rows(rows, 6, 4, seed=1)]
+    assert all(len(b) == 4 for b in one)
+    # a pass of 10 rows holds two batches of 4 (its last 2 rows are left out); then a new permutation
+    assert len(set(one[0] + one[1])) == 8 and set(one[0] + one[1]) <= set(rows.tolist())
+    assert one[:2] != one[2:4]
+    assert [b.tolist() for b in sft_batch_rows(rows, 6, 4, seed=1)] == one  # the seed is the whole state
+    ranks = [[b.tolist() for b in sft_batch_rows(rows, 2, 2, seed=1, rank=r, world=2)] for r in (0, 1)]
+    assert not set(ranks[0][0]) & set(ranks[1][0])  # the ranks share a step's rows without overlap
+    assert ranks[0][0] + ranks[1][0] == one[0]
