@@ -6,8 +6,8 @@ On a local Ray, with the real actors (`rl.driver.GRPODriver`): a DeepSpeed ZeRO-
 rollout worker that share one GPU (`gpus_per_worker: 0.5` each; `--cpu`: no GPU), one scorer worker.
 
 1. assets: a small synthetic dataset, its codebook and an untrained policy (preset `small`; `--cpu`: `tiny`);
-2. expert: 3 GRPO steps, `train_target: expert`, `kl_beta > 0`: finite losses, the first update's ratio is 1,
-   every step's weights synced at its version (the backend `weight_sync.backend: auto` picks for this
+2. expert: 3 synchronous GRPO steps, `train_target: expert`, `kl_beta > 0`: finite losses, the first update's
+   ratio is 1, every step's weights synced at its version (the backend `weight_sync.backend: auto` picks for this
    placement), checkpoints written, the exported expert fp32;
 3. resume: a second job starts from step 2's checkpoint and redoes step 3: same rewards, same expert weights;
 4. vlm_lora: GRPO on the VLM's tokens with LoRA adapters (dropout 0.1) and `action_source: tokens`: the first
@@ -99,6 +99,8 @@ def run_grpo(assets: dict, out: Path, size: dict, **extra):
         "learner.gpus_per_worker": size["gpus"], "rollout.gpus_per_worker": size["gpus"],
         "weight_sync.backend": "auto", "logging.out_dir": out, "logging.wandb": False, "logging.picture_every": 0,
         "eval.every": 0, "checkpoint.every": 1, "checkpoint.keep_last": 5,
+        # synchronous steps (configs/tiny.yaml samples ahead): every step's first update is on-policy, ratio 1
+        "grpo.max_staleness": 0,
     }
     values.update(extra)
     cfg = load_config(TrainConfig, REPO / "configs" / "tiny.yaml", [f"{k}={v}" for k, v in values.items()])
