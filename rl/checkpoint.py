@@ -48,10 +48,15 @@ class DriverState:
     seed: int
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file, so a reader sees the old file or the whole new one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_bytes_atomic(path, json.dumps(payload, indent=1).encode())
 
 
 class CheckpointDir:
@@ -122,10 +127,7 @@ class CheckpointDir:
     @staticmethod
     def save_sampled_ahead(path: Path, batch: Any) -> None:
         """Keep the driver's next step, sampled ahead (`rl.driver.StepRollouts`), with the checkpoint at `path`."""
-        tmp = path / (SAMPLED_AHEAD + ".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(batch, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path / SAMPLED_AHEAD)
+        write_bytes_atomic(path / SAMPLED_AHEAD, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
 
     @staticmethod
     def load_sampled_ahead(path: Path) -> Optional[Any]:
