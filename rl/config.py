@@ -6,7 +6,7 @@ the others are this project's choices for the tiny CPU preset.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from rl.config_io import ConfigError
@@ -292,6 +292,20 @@ class PipelineConfig:
     # With human_logs: the share of positive scenes whose log is the family's mistake, and per-family overrides.
     mistake_rate: float = 0.3
     family_mistake_rates: dict[str, float] = field(default_factory=dict)
+    # With human_logs: a mistake's severity s ~ Beta(a, b) in [0, 1] (0 the expert's plan, 1 the gross negative);
+    # Beta(1.5, 4) makes most mistakes subtle (median 0.24).
+    mistake_severity_a: float = 1.5
+    mistake_severity_b: float = 4.0
+
+    def human_log_options(self):
+        """The generator's `sim.scenarios.human.HumanLogs` for these keys, or None when `human_logs` is off.
+        Raises ValueError (naming the field) for a rate outside [0, 1] or a severity parameter <= 0."""
+        from sim.scenarios.human import HumanLogs  # numpy only
+
+        if not self.human_logs:
+            return None
+        return HumanLogs(mistake_rate=self.mistake_rate, severity_a=self.mistake_severity_a,
+                         severity_b=self.mistake_severity_b, family_rates=dict(self.family_mistake_rates))
 
 
 @dataclass
@@ -317,12 +331,11 @@ class TrainConfig:
 
     def _validate_human_logs(self) -> None:
         p = self.pipeline
-        from sim.scenarios.human import HumanLogs  # numpy only; the families' names come from the same package
-
         try:
-            HumanLogs(mistake_rate=p.mistake_rate, family_rates=dict(p.family_mistake_rates))
+            replace(p, human_logs=True).human_log_options()
         except ValueError as err:
-            raise ConfigError(f"pipeline.mistake_rate / pipeline.family_mistake_rates: {err}") from None
+            raise ConfigError(f"pipeline.mistake_rate / pipeline.family_mistake_rates / pipeline.mistake_severity_a|b: "
+                              f"{err}") from None
         from sim.scenarios import FAMILIES
 
         unknown = sorted(set(p.family_mistake_rates) - set(p.families or FAMILIES))

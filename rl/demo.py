@@ -58,7 +58,6 @@ def stage_data(cfg: TrainConfig, paths: PipelinePaths) -> None:
     from sim.generate import GeneratorOptions, generate_splits
     from sim.generate_resume import find_splits_summary
     from sim.scenarios import FAMILIES
-    from sim.scenarios.human import HumanLogs
 
     p = cfg.pipeline
     if find_splits_summary(paths.data) is not None:
@@ -66,8 +65,7 @@ def stage_data(cfg: TrainConfig, paths: PipelinePaths) -> None:
         return
     options = GeneratorOptions(tuple(p.families or FAMILIES), p.neg_share, p.rec_share,
                                CameraConfig(height=p.image_height, width=p.image_width),
-                               human_logs=HumanLogs(mistake_rate=p.mistake_rate, family_rates=dict(p.family_mistake_rates))
-                               if p.human_logs else None)
+                               human_logs=p.human_log_options())
     splits = {"train": p.train_scenes, "val": p.val_scenes, "test": p.test_scenes}
     # resume: a demo stopped while generating continues its splits (and refuses other options than it had)
     generate_splits(paths.data, splits, cfg.seed, options, workers=p.generate_workers, resume=True)

@@ -222,7 +222,8 @@ def test_the_demo_generates_human_logs_when_its_pipeline_asks_for_them(tmp_path)
     from rl.demo import PipelinePaths, stage_data
     from sim.dataset import read_manifest
 
-    overrides = ["pipeline.human_logs=true", "pipeline.family_mistake_rates={lead_braking: 0.5}", "pipeline.train_scenes=4", "pipeline.val_scenes=1",
+    overrides = ["pipeline.human_logs=true", "pipeline.family_mistake_rates={lead_braking: 0.5}",
+                 "pipeline.mistake_severity_a=2", "pipeline.train_scenes=4", "pipeline.val_scenes=1",
                  "pipeline.test_scenes=1", "pipeline.families=[lane_follow,lead_braking]", "pipeline.generate_workers=1",
                  "pipeline.image_height=16", "pipeline.image_width=32"]
     paths = PipelinePaths(tmp_path / "run")
@@ -230,8 +231,16 @@ def test_the_demo_generates_human_logs_when_its_pipeline_asks_for_them(tmp_path)
     manifest = read_manifest(paths.split("train"))
     default = HumanLogs()
     assert manifest["generator"]["human_logs"] == {"mistake_rate": default.mistake_rate,
-                                                   "severity_a": default.severity_a, "severity_b": default.severity_b,
+                                                   "severity_a": 2.0, "severity_b": default.severity_b,
                                                    "family_rates": {"lead_braking": 0.5}}
+
+
+def test_a_severity_parameter_that_is_not_positive_is_a_config_error_naming_the_key():
+    from rl.config import ConfigError, TrainConfig
+    from rl.config_io import load_config
+
+    with pytest.raises(ConfigError, match=r"pipeline.mistake_severity_a\|b: human logs: severity_b 0.0"):
+        load_config(TrainConfig, "configs/tiny.yaml", ["pipeline.mistake_severity_b=0"])
 
 
 def test_the_log_quality_sweep_scores_the_expert_at_rate_zero_and_the_mistakes_at_rate_one(load_benchmark):
