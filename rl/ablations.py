@@ -57,6 +57,9 @@ SHAPING_KEYS = {"neg inside": "reward/negative_l2/inside_share", "neg term": "re
                 "rec inside": "reward/recovery_l2/inside_share", "rec term": "reward/recovery_l2"}
 # ... and the flow expert's trust region, read the same way: its KL to the SFT expert and the clipped share of steps.
 TRUST_REGION_KEYS = {"flow kl": "train/flow_kl", "clip fraction": "train/flow_clip_fraction"}
+# ... and the speed the samples drive their plans at (the pace action, `rl.policy.pace`): exp of the mean logged z,
+# a fraction of the plan's speed (1 without pace; z above 0 is clipped when driven, so read values near 1 as 1).
+PACE_KEYS = {"sample speed": "rollout/pace_log_speed"}
 SHAPING_WINDOW = 5
 # The bridge study's variants: name -> (folder under <run>/ablations/bridge, changes to the config's expert).
 # The default (no changes) is the demo's own SFT expert. The last three vary the suffix layout: several poses
@@ -155,15 +158,16 @@ def _final_policy(grpo_dir: Path) -> Path:
 
 
 def shaping_metrics(metrics_file: Path, window: int = SHAPING_WINDOW) -> dict[str, float]:
-    """The shaping terms and the trust region of a GRPO run: each of `SHAPING_KEYS` and `TRUST_REGION_KEYS`
-    averaged over the first `window` steps that log it ("... start") and the last `window` ("... end"); NaN when
-    no step logs it (e.g. no negative groups)."""
+    """The shaping terms, the trust region and the pace of a GRPO run: each of `SHAPING_KEYS`, `TRUST_REGION_KEYS`
+    and `PACE_KEYS` averaged over the first `window` steps that log it ("... start") and the last `window`
+    ("... end"), the pace as exp(mean z); NaN when no step logs it (e.g. no negative groups, no pace)."""
     steps = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()] if metrics_file.is_file() else []
     out = {}
-    for name, key in {**SHAPING_KEYS, **TRUST_REGION_KEYS}.items():
+    for name, key in {**SHAPING_KEYS, **TRUST_REGION_KEYS, **PACE_KEYS}.items():
         values = [float(m[key]) for m in steps if key in m and np.isfinite(m[key])]
-        out[f"{name} start"] = float(np.mean(values[:window])) if values else float("nan")
-        out[f"{name} end"] = float(np.mean(values[-window:])) if values else float("nan")
+        for end, window_values in (("start", values[:window]), ("end", values[-window:])):
+            mean = float(np.mean(window_values)) if values else float("nan")
+            out[f"{name} {end}"] = float(np.exp(mean)) if name in PACE_KEYS else mean
     return out
 
 

@@ -42,6 +42,14 @@ def test_run_metrics_include_the_flow_trust_region_at_the_start_and_the_end(tmp_
     out = shaping_metrics(tmp_path / "metrics.jsonl", window=5)
     assert (out["flow kl start"], out["flow kl end"]) == (pytest.approx(3.0), pytest.approx(10.0))  # 1..5, 8..12
     assert (out["clip fraction start"], out["clip fraction end"]) == (0.0, pytest.approx(0.5))
+    assert math.isnan(out["sample speed start"])  # a run without the pace action
+
+
+def test_run_metrics_give_the_speed_the_samples_drive_their_plans_at_from_the_logged_pace(tmp_path):
+    steps = [{"step": i, "rollout/pace_log_speed": math.log(0.9) if i <= 5 else math.log(0.5)} for i in range(1, 11)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in steps) + "\n")
+    out = shaping_metrics(tmp_path / "metrics.jsonl", window=5)
+    assert (out["sample speed start"], out["sample speed end"]) == (pytest.approx(0.9), pytest.approx(0.5))
 
 
 def test_logged_mistake_rates_count_the_positive_scenes_whose_log_is_not_the_plan(tmp_path):
