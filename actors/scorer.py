@@ -48,9 +48,11 @@ class ScorerWorker:
     def score(self, request: ScoreRequest) -> GroupScores:
         start = time.perf_counter()
         cache = self._cache(request.scene.token)
+        plans = request.plans if request.plans is not None else [None] * len(request.trajectories)
         batch = [
-            ScoringInput(request.scene, np.asarray(t, dtype=np.float64), r, m, request.interval_s, cache)
-            for t, r, m in zip(request.trajectories, request.reasoning, request.modes)
+            ScoringInput(request.scene, np.asarray(t, dtype=np.float64), r, m, request.interval_s, cache,
+                         None if p is None else np.asarray(p, dtype=np.float64))
+            for t, r, m, p in zip(request.trajectories, request.reasoning, request.modes, plans)
         ]
         before = dict(self.reward.failures)
         outcomes = self.reward(batch)

@@ -11,9 +11,10 @@ def _plan_times(item: ScoringInput):
     return future_times(len(item.trajectory), item.interval_s)
 
 
-def _resampled(item: ScoringInput, reference):
+def _resampled(item: ScoringInput, reference, measure: str = "driven"):
     """The plan's poses and the reference's (x, y) on the plan's time grid, over the times the reference covers
-    (references are 0.5 s; plans may use another rate)."""
+    (references are 0.5 s; plans may use another rate). measure "driven": the trajectory as driven; "plan": the
+    policy's plan before its pace (`ScoringInput.planned`)."""
     import numpy as np
 
     from sim.conventions import future_times
@@ -24,7 +25,7 @@ def _resampled(item: ScoringInput, reference):
     ref = np.concatenate([np.zeros((1, 3)), np.asarray(reference, dtype=np.float64)])
     usable = plan_times <= ref_times[-1] + 1e-9
     xy = np.stack([np.interp(plan_times[usable], ref_times, ref[:, i]) for i in range(2)], -1)
-    return item.trajectory[usable], xy
+    return (item.planned if measure == "plan" else item.trajectory)[usable], xy
 
 
 def _anchor(item: ScoringInput, sample_type: str, num_poses: int):
@@ -42,23 +43,27 @@ def _anchor(item: ScoringInput, sample_type: str, num_poses: int):
 
 
 def _closeness(batch: list[ScoringInput], sample_type: str, reference: str, region: str, threshold_m: float,
-               min_separation_m: float) -> list[dict]:
+               min_separation_m: float, measure: str = "driven") -> list[dict]:
     """Bounded closeness of each plan to the scene's `reference` trajectory attribute, for samples of
     `sample_type` (0 for the others), inside a region of radius d (see `rewards.shaping.shaping_region`).
+    measure "driven" measures the trajectory as driven, "plan" the flow's plan before its pace: the pace then
+    gets none of the term, so a term cannot be met by driving every scene slower.
 
     Diagnostics per sample of `sample_type` (logged as means over those samples): `ade_m` (ADE to the
     reference), `region_m` (d), `inside_share` (1 when the plan is inside the region: the term acts on it),
     `on_<type>` (the term's value, so that its mean over the samples it applies to is logged)."""
-    from rewards.shaping import REGIONS, average_displacement, region_l2_shaping, shaping_region
+    from rewards.shaping import MEASURES, REGIONS, average_displacement, region_l2_shaping, shaping_region
 
     if region not in REGIONS:  # the config check names the key; this guards direct calls
         raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     out = []
     for item in batch:
         if item.sample_type != sample_type:
             out.append({"reward": 0.0})
             continue
-        plan, ref = _resampled(item, getattr(item.scene, reference))
+        plan, ref = _resampled(item, getattr(item.scene, reference), measure)
         anchor = _anchor(item, sample_type, len(ref)) if region == "separation" else None
         d = shaping_region(ref, region, threshold_m, anchor, min_separation_m)
         ade = average_displacement(plan, ref)
@@ -70,7 +75,7 @@ def _closeness(batch: list[ScoringInput], sample_type: str, reference: str, regi
 
 @register_reward("negative_l2")
 def negative_l2(batch: list[ScoringInput], region: str = "separation", threshold_m: float = 1.7,
-                min_separation_m: float = 0.05) -> list[dict]:
+                min_separation_m: float = 0.05, measure: str = "driven") -> list[dict]:
     """r_neg: bounded closeness to the scene's negative trajectory (0 for samples that are not `neg`).
     Configure it with a negative weight (-w_N).
 
@@ -78,13 +83,14 @@ def negative_l2(batch: list[ScoringInput], region: str = "separation", threshold
     penalised only while it is closer to the mistake than the expert is (1 on the mistake, 0 at the expert);
     no region when the two are closer than `min_separation_m`. region "fixed": d = `threshold_m` (the paper's
     1.7 m). On this project's world a fixed 1.7 m is out of reach (the negatives lie a median 4.45 m from the
-    expert's plan, the policy's samples a median 4.4 m from the negatives), so the term would hardly act."""
-    return _closeness(batch, "neg", "negative_trajectory", region, threshold_m, min_separation_m)
+    expert's plan, the policy's samples a median 4.4 m from the negatives), so the term would hardly act.
+    measure: "driven" (default) or "plan" (before the pace; see `_closeness`)."""
+    return _closeness(batch, "neg", "negative_trajectory", region, threshold_m, min_separation_m, measure)
 
 
 @register_reward("recovery_l2")
 def recovery_l2(batch: list[ScoringInput], region: str = "separation", threshold_m: float = 1.7,
-                min_separation_m: float = 0.05) -> list[dict]:
+                min_separation_m: float = 0.05, measure: str = "driven") -> list[dict]:
     """r_rec: bounded closeness to the scene's recovery trajectory (0 for samples that are not `rec`).
 
     region "separation" (default): d = ADE(naive continuation, correction) on the plan's time grid, the naive
@@ -92,8 +98,8 @@ def recovery_l2(batch: list[ScoringInput], region: str = "separation", threshold
     is closer to the correction than not correcting at all (1 on the correction, 0 for not correcting). A
     fixed region would also reward not correcting wherever the perturbation is mild (on this project's
     world the naive continuation is within 1.7 m of the correction in about a quarter of recovery scenes).
-    region "fixed": d = `threshold_m` (the paper's 1.7 m)."""
-    return _closeness(batch, "rec", "recovery_trajectory", region, threshold_m, min_separation_m)
+    region "fixed": d = `threshold_m` (the paper's 1.7 m). measure: as `negative_l2`."""
+    return _closeness(batch, "rec", "recovery_trajectory", region, threshold_m, min_separation_m, measure)
 
 
 @register_reward("cot_length")

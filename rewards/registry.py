@@ -57,6 +57,8 @@ class ScoringInput:
     trajectory: (N, 3) rear-axle poses (x, y, heading) in the ego frame at t = interval_s, 2 * interval_s, ...
     reasoning: the text inside <think> ... </think> ("" when the policy wrote none); reasoning_mode: fast|slow.
     scene: the reference data (ground truth, negative / recovery trajectory, map, agents, cached PDM-Closed).
+    plan: the policy's plan before its pace (N, 3), same frame and times, when the pace action drove `trajectory`
+      slower along it; None when the trajectory is the plan itself. `planned` gives whichever applies.
     cache: a dict shared by all samples of the same scene inside one scorer worker, where reward functions keep
       per-scene work (e.g. the PDM scorer's prepared geometry). Keys should be namespaced by function.
     """
@@ -67,6 +69,12 @@ class ScoringInput:
     reasoning_mode: str = "fast"
     interval_s: float = 0.5
     cache: dict = field(default_factory=dict)
+    plan: Optional[np.ndarray] = None
+
+    @property
+    def planned(self) -> np.ndarray:
+        """The plan before its pace (N, 3): `plan`, or the trajectory when there was no pace."""
+        return self.trajectory if self.plan is None else self.plan
 
     @property
     def scene_token(self) -> str:

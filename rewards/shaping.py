@@ -19,6 +19,8 @@ import math
 import numpy as np
 
 REGIONS = ("fixed", "separation")
+# Which trajectory the shaping terms measure: the one driven (at its pace) or the flow's plan before its pace.
+MEASURES = ("driven", "plan")
 
 
 def average_displacement(plan: np.ndarray, reference: np.ndarray) -> float:

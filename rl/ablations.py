@@ -146,8 +146,11 @@ def _grpo_variant(cfg: TrainConfig, paths: PipelinePaths, out: Path, **changes) 
             if _same_run(load_config(TrainConfig, finished.latest() / "config.yaml"), variant):
                 logger.info("reusing the finished GRPO run %s", ckpt_dir.parent)
                 return ckpt_dir.parent
-    if CheckpointDir(out / "grpo" / "ckpt").latest_step() < variant.grpo.steps:
-        GRPODriver(variant).run()
+    if CheckpointDir(out / "grpo" / "ckpt").latest_step() >= variant.grpo.steps:
+        # finished, yet not the same config (the loop above would have reused it): never report another run's result
+        raise ConfigError(f"{out / 'grpo'} holds a finished GRPO run of another config than this study's variant "
+                          f"(changed keys or overrides); study the new config in another --run folder, or remove it")
+    GRPODriver(variant).run()
     return out / "grpo"
 
 

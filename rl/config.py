@@ -459,10 +459,13 @@ class TrainConfig:
         if g.max_staleness not in (0, 1):
             raise ConfigError(f"grpo.max_staleness={g.max_staleness}: expected 0 (synchronous) or 1 (the next step is "
                               "sampled during this step's update, one policy version behind)")
-        from rewards.shaping import REGIONS
+        from rewards.shaping import MEASURES, REGIONS
 
         for i, term in enumerate(self.scorer.rewards):
-            region = (term.kwargs or {}).get("region")
-            if term.name in ("negative_l2", "recovery_l2") and region is not None and region not in REGIONS:
-                raise ConfigError(f"scorer.rewards[{i}] ({term.name}): kwargs.region={region!r}: expected one of {REGIONS}")
+            if term.name not in ("negative_l2", "recovery_l2"):
+                continue
+            for key, allowed in (("region", REGIONS), ("measure", MEASURES)):
+                value = (term.kwargs or {}).get(key)
+                if value is not None and value not in allowed:
+                    raise ConfigError(f"scorer.rewards[{i}] ({term.name}): kwargs.{key}={value!r}: expected one of {allowed}")
         return self

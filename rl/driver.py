@@ -256,7 +256,7 @@ class GRPODriver:
     def _score_request(self, request: GroupRequest, rollout: GroupRollout) -> ScoreRequest:
         group = rollout.group
         return ScoreRequest(request.scene, group.trajectories, [s.reasoning for s in group.samples],
-                            [s.mode for s in group.samples], self.cfg.policy.expert.interval_s)
+                            [s.mode for s in group.samples], self.cfg.policy.expert.interval_s, group.plans)
 
     def _step_scoring(self, scores: list[GroupScores]) -> StepScoring:
         failures: Counter = Counter()

@@ -59,6 +59,8 @@ class ScoreRequest:
 
     trajectories: (G, N, 3) poses, ego frame, `interval_s` apart (NAVSIM: N = 8 at 0.5 s).
     reasoning, modes: the G reasoning texts and their modes ("fast" | "slow").
+    plans: (G, N, 3) the same samples' plans before their pace (`GroupSample.plans`), or None when the
+    trajectories are the plans.
     """
 
     scene: Scene
@@ -66,6 +68,7 @@ class ScoreRequest:
     reasoning: list[str]
     modes: list[str]
     interval_s: float = 0.5
+    plans: Optional[np.ndarray] = None
 
 
 @dataclass

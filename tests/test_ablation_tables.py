@@ -123,3 +123,33 @@ def test_negative_prone_by_mix_averages_each_mix_over_its_seeds_and_counts_the_s
     assert math.isnan(vru["pos+neg PDMS std"])  # one seed: no spread
     assert table["negative-prone"]["pos PDMS"] == pytest.approx(0.88)
     assert table["negative-prone"]["pos seeds colliding"] == 1
+
+
+def _finished_run(ckpt_root, cfg) -> None:
+    """A GRPO run folder whose latest checkpoint is its last step, with `cfg` as its config (no weights: enough
+    for a study to decide whether to reuse it)."""
+    from rl.checkpoint import LATEST
+    from rl.config_io import save_config
+
+    step = ckpt_root / f"step_{cfg.grpo.steps}"
+    step.mkdir(parents=True)
+    save_config(cfg, step / "config.yaml")
+    (ckpt_root / LATEST).write_text(step.name)
+
+
+def test_a_study_reuses_a_finished_run_of_its_config_and_refuses_one_of_another_in_its_folder(tmp_path):
+    from rl.ablations import _grpo_variant
+    from rl.config import TrainConfig
+    from rl.config_io import ConfigError, load_config
+    from rl.demo import PipelinePaths, _with
+
+    paths = PipelinePaths(tmp_path / "run")
+    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml", [])
+    out = paths.root / "ablations" / "sample_types" / "pos_neg" / "seed_0"
+    same = _with(cfg, **{"policy_init": str(paths.sft_expert / "policy"), "data.train": str(paths.split("train")),
+                         "data.val": str(paths.split("val")), "policy.codebook.path": str(paths.codebook),
+                         "logging.out_dir": str(out / "grpo"), "logging.picture_every": 0})
+    _finished_run(out / "grpo" / "ckpt", same)
+    assert _grpo_variant(cfg, paths, out) == out / "grpo"
+    with pytest.raises(ConfigError, match="holds a finished GRPO run of another config"):
+        _grpo_variant(cfg, paths, out, **{"grpo.lr": cfg.grpo.lr * 2})

@@ -88,6 +88,9 @@ def test_a_drawn_pace_is_the_chains_last_column_and_the_learner_recomputes_it(pa
         assert s.chain.logprobs[-1] == pytest.approx(expected, rel=1e-5)
         scale = pace_scales(np.array([s.chain.pace]), paced.config.expert.pace_min_scale)
         np.testing.assert_allclose(s.trajectory, drive_at_pace(d.trajectory[None], scale, 0.5)[0], atol=1e-9)
+        np.testing.assert_array_equal(s.plan, d.trajectory)  # the plan before its pace travels beside it
+        np.testing.assert_array_equal(d.plan, d.trajectory)  # at the new head's mean pace (z = 0) the plan is driven as is
+    np.testing.assert_array_equal(group.plans, same_flow.trajectories)
     batch = paced.collate_completions([scene] * 6, [s.completion for s in group.samples])
     out = paced.flow_step_logprobs(batch, [s.chain for s in group.samples])
     recorded = np.stack([s.chain.logprobs for s in group.samples])

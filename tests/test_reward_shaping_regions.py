@@ -120,3 +120,42 @@ def test_a_config_with_an_unknown_region_is_refused_naming_the_key():
     regions = {t.name: t.kwargs.get("region") for t in cfg.scorer.rewards}
     assert regions["negative_l2"] == "separation" and regions["recovery_l2"] == "separation"
     assert {t.name: t.kwargs.get("region") for t in TrainConfig().scorer.rewards}["negative_l2"] == "separation"
+
+
+def test_measured_on_the_plan_a_negative_term_ignores_the_pace_that_drove_it_slower():
+    # the mistake drives the expert's lane too fast (15 m/s against 10): a plan at the mistake, driven at 2/3 of its
+    # speed, lands on the expert's trajectory; measured as driven it escapes the term, measured as planned it does not
+    neg = scene("neg", line(0.0), negative=1.5 * line(0.0))
+    planned = 1.5 * line(0.0, PLAN_TIMES)
+    driven = line(0.0, PLAN_TIMES)
+    item = ScoringInput(neg, driven, plan=planned)
+    [as_driven] = resolve_reward("negative_l2")([item], region="separation")
+    [as_planned] = resolve_reward("negative_l2")([item], region="separation", measure="plan")
+    assert as_driven["reward"] == pytest.approx(0.0) and as_planned["reward"] == pytest.approx(1.0)
+    # without a pace (no plan) both measure the trajectory
+    [unpaced] = resolve_reward("negative_l2")([ScoringInput(neg, planned)], region="separation", measure="plan")
+    assert unpaced["reward"] == pytest.approx(1.0)
+
+
+def test_a_config_with_an_unknown_measure_is_refused_naming_the_key():
+    from rl.config import TrainConfig
+    from rl.config_io import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"scorer.rewards\[2\] \(recovery_l2\): kwargs.measure='both': expected one of \('driven', 'plan'\)"):
+        load_config(TrainConfig, "configs/tiny.yaml",
+                    ["scorer.rewards=[{name: pdms}, {name: negative_l2, weight: -5.0}, "
+                     "{name: recovery_l2, weight: 1.0, kwargs: {measure: both}}]"])
+
+
+def test_the_scorer_worker_hands_each_samples_plan_before_its_pace_to_the_terms():
+    from actors.scorer import ScorerWorker
+    from rl.config import RewardTermConfig, ScorerConfig
+    from rl.records import ScoreRequest
+
+    neg = scene("neg", line(0.0), negative=1.5 * line(0.0))
+    driven, planned = line(0.0, PLAN_TIMES)[None], 1.5 * line(0.0, PLAN_TIMES)[None]
+    worker = ScorerWorker(0, ScorerConfig(rewards=[
+        RewardTermConfig("negative_l2", -1.0, {"region": "separation", "measure": "plan"})]))
+    with_plans = worker.score(ScoreRequest(neg, driven, [""], ["fast"], 0.5, planned))
+    without = worker.score(ScoreRequest(neg, driven, [""], ["fast"], 0.5))
+    assert with_plans.totals.tolist() == pytest.approx([-1.0]) and without.totals.tolist() == pytest.approx([0.0])

@@ -69,13 +69,15 @@ class ExpertRun:
     """What `run_expert` returns. trajectories: (B, N, 3) numpy, ego frame (driven at their pace when the expert
     has a pace head); flow: the chain (with the pace's column last when the pace was drawn); sigma0: the prior's
     std; start_scored: the chain's first column is the start's density; pace: the paces z (B,) numpy the head chose
-    (whether or not the plans were driven at them), or None without a pace head."""
+    (whether or not the plans were driven at them), or None without a pace head; plans: (B, N, 3) the flow's plans
+    before they were driven at their pace, or None when `trajectories` are those plans."""
 
     trajectories: np.ndarray
     flow: FlowSample
     sigma0: float
     start_scored: bool
     pace: Optional[np.ndarray] = None
+    plans: Optional[np.ndarray] = None
 
 
 @torch.no_grad()
@@ -102,9 +104,10 @@ def run_expert(expert: ActionExpert, cache, decoded: DecodeResult, history: torc
     if pace_std > 0.0:
         flow = with_pace_column(flow, z, mean, pace_std)
     pace = z.cpu().numpy()
-    if drive_pace:
-        trajectories = drive_at_pace(trajectories, pace_scales(pace, expert.cfg.pace_min_scale), expert.cfg.interval_s)
-    return ExpertRun(trajectories, flow, ctx.sigma0, start_scored, pace)
+    if not drive_pace:
+        return ExpertRun(trajectories, flow, ctx.sigma0, start_scored, pace)
+    driven = drive_at_pace(trajectories, pace_scales(pace, expert.cfg.pace_min_scale), expert.cfg.interval_s)
+    return ExpertRun(driven, flow, ctx.sigma0, start_scored, pace, plans=trajectories)
 
 
 def _repeat_decoded(decoded: DecodeResult, times: int) -> DecodeResult:
@@ -217,7 +220,7 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
     for g in range(group_size):
         completion = decoded.completion(g)
         text, out = _parse(policy, completion.token_ids)
-        chain = None
+        chain, plan_g = None, None
         if flow is not None:
             paced = pace_std > 0.0  # checked above: only with a pace head
             chain = FlowChain(flow.chain[g].float().cpu().numpy(), flow.logprobs[g].cpu().numpy(),
@@ -225,8 +228,9 @@ def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temp
                               start_scored=run.start_scored, pace=float(run.pace[g]) if paced else None,
                               pace_std=float(pace_std))
             trajectory = trajectories[g]
+            plan_g = None if run.plans is None else run.plans[g]
         else:
             trajectory = policy.tokens_to_trajectory(out.action_tokens)
         samples.append(PolicySample(completion, text, out.mode, out.reasoning,
-                                    np.asarray(out.action_tokens, dtype=np.int64), trajectory, chain))
+                                    np.asarray(out.action_tokens, dtype=np.int64), trajectory, chain, plan_g))
     return GroupSample(scene.token, samples, action_source, float(temperature), float(top_p), float(flow_noise), timings)

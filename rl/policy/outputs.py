@@ -49,7 +49,8 @@ class FlowChain:
 class PolicySample:
     """One sample of a group. trajectory: (N, 3) rear-axle poses, ego frame at t = 0 (the expert's horizon).
     action_tokens: codebook indices of the answer (empty when the expert produced the trajectory).
-    chain: the flow chain (None for action_source "tokens")."""
+    chain: the flow chain (None for action_source "tokens"). plan: the flow's plan (N, 3) before the pace drove
+    it slower into `trajectory`; None when the trajectory is the plan (no pace head, or tokens)."""
 
     completion: Completion
     text: str
@@ -58,6 +59,7 @@ class PolicySample:
     action_tokens: np.ndarray
     trajectory: np.ndarray
     chain: Optional[FlowChain] = None
+    plan: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -76,6 +78,13 @@ class GroupSample:
     def trajectories(self) -> np.ndarray:
         """(G, N, 3)."""
         return np.stack([s.trajectory for s in self.samples])
+
+    @property
+    def plans(self) -> Optional[np.ndarray]:
+        """(G, N, 3) the plans before their pace, or None when no sample was paced (the trajectories are the plans)."""
+        if all(s.plan is None for s in self.samples):
+            return None
+        return np.stack([s.trajectory if s.plan is None else s.plan for s in self.samples])
 
 
 @dataclass
