@@ -237,3 +237,33 @@ def test_the_imitation_study_sets_sft_on_logs_beside_sft_on_the_experts_plans(sm
         assert values["PDMS expert"] == pytest.approx(perfect["by_family"][family]["score"])
     with pytest.raises(ConfigError, match="sft.target is 'expert'"):
         run_study("imitation", load_config(TrainConfig, "configs/tiny_smoke.yaml", ["sft.target=expert"]), out, seeds=[0])
+
+
+@pytest.mark.ray
+def test_an_evaluation_is_reused_only_for_the_same_planner_and_the_same_policy_files(smoke_run, tmp_path):
+    import shutil
+
+    from rl.demo import PipelinePaths, stage_evaluate
+
+    out, _ = smoke_run
+    cfg = load_config(TrainConfig, "configs/tiny_smoke.yaml")
+    paths = PipelinePaths(out)
+    paths.eval = tmp_path / "eval"
+    policy = tmp_path / "policy"
+    shutil.copytree(out / "sft_expert" / "policy", policy)
+    planners = {"p": {"checkpoint": str(policy), "action_source": "expert"}}
+    summary = paths.eval / "p" / "v1" / "summary.json"
+
+    first = stage_evaluate(cfg, paths, planners)
+    written = summary.stat().st_mtime_ns
+    again = stage_evaluate(cfg, paths, planners)
+    assert summary.stat().st_mtime_ns == written  # reused, not evaluated again
+    assert again["p"]["v1"]["average"]["score"] == pytest.approx(first["p"]["v1"]["average"]["score"])
+    shutil.rmtree(policy)  # the same path, trained again: new files
+    shutil.copytree(out / "grpo" / "ckpt" / "step_2" / "policy", policy)
+    stage_evaluate(cfg, paths, planners)
+    assert summary.stat().st_mtime_ns != written
+    written = summary.stat().st_mtime_ns
+    slowed = stage_evaluate(cfg, paths, {"p": {**planners["p"], "speed_scale": 0.5}})  # another planner
+    assert summary.stat().st_mtime_ns != written and json.loads((paths.eval / "p" / "planner.json").read_text())["speed_scale"] == 0.5
+    assert slowed["p"]["v1"]["average"]["num_scenes"] == first["p"]["v1"]["average"]["num_scenes"]
