@@ -96,12 +96,12 @@ def _prepared_test_scenes(test_split: Path) -> "PreparedScenes":
 
 
 def _evaluate(paths: PipelinePaths, policy_dir: Path, out: Path, action_source: str, speed_scale: float = 1.0) -> dict:
-    from rl.evaluate import run_evaluation
+    """The test evaluation of a policy in `out`, reused only while it is of this policy's files and this spec."""
+    from rl.evaluate import cached_evaluation
 
     test = paths.split("test")
-    return _finished_evaluation(out) or run_evaluation(
-        str(test), str(out), VERSIONS, checkpoint=str(policy_dir), action_source=action_source, sample_types=["pos"],
-        prepared=_prepared_test_scenes(test), speed_scale=speed_scale)
+    spec = {"checkpoint": str(policy_dir.resolve()), "action_source": action_source, "speed_scale": speed_scale}
+    return cached_evaluation(test, out, VERSIONS, spec, prepared=_prepared_test_scenes(test))
 
 
 # The scene-blind baseline chosen on the training split reads this many of its positive scenes (a seeded draw):

@@ -124,39 +124,16 @@ def stage_grpo(cfg: TrainConfig, paths: PipelinePaths) -> Path:
     return ckpt.latest() / "policy"
 
 
-def planner_identity(spec: dict) -> dict:
-    """What an evaluation is of: the planner's spec and, for a checkpoint, the name, size and modification time of
-    each of its files, so that a policy trained again at the same path is evaluated again."""
-    identity = dict(spec)
-    if spec.get("checkpoint") is not None:
-        root = Path(spec["checkpoint"])
-        identity["checkpoint files"] = [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
-                                        for f in sorted(root.rglob("*")) if f.is_file()]
-    return identity
-
-
 def stage_evaluate(cfg: TrainConfig, paths: PipelinePaths, planners: dict[str, dict],
                    prepared: Optional["PreparedScenes"] = None) -> dict:
     """Evaluate each planner on the test split's positive scenes with v1 and v2; cached per planner, and reused
     only while `planner.json` (its `planner_identity`) matches. `prepared` (of the test split) prepares each
     scene once for every planner and stage."""
-    from rl.checkpoint import write_json_atomic
-    from rl.evaluate import PreparedScenes, run_evaluation
+    from rl.evaluate import PreparedScenes, cached_evaluation
 
     prepared = prepared if prepared is not None else PreparedScenes(paths.split("test"))
-    results = {}
-    for name, spec in planners.items():
-        done = [paths.eval / name / v / "summary.json" for v in VERSIONS]
-        identity, record = planner_identity(spec), paths.eval / name / "planner.json"
-        if all(f.is_file() for f in done) and record.is_file() and json.loads(record.read_text()) == identity:
-            results[name] = {v: json.loads(f.read_text()) for v, f in zip(VERSIONS, done)}
-            continue
-        if record.is_file() or any(f.is_file() for f in done):
-            logger.info("evaluate %s: its results are of another planner or policy; evaluating again", name)
-        results[name] = run_evaluation(str(paths.split("test")), str(paths.eval / name), VERSIONS,
-                                       sample_types=["pos"], prepared=prepared, **spec)
-        write_json_atomic(record, identity)
-    return results
+    return {name: cached_evaluation(paths.split("test"), paths.eval / name, VERSIONS, spec, prepared=prepared)
+            for name, spec in planners.items()}
 
 
 def run_pipeline(cfg: TrainConfig, out: Path, fresh: bool = False) -> dict:

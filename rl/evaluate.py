@@ -400,6 +400,38 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
     return summaries
 
 
+def planner_identity(spec: dict) -> dict:
+    """What an evaluation is of: the planner's spec (`run_evaluation`'s checkpoint / baseline / action_source /
+    speed_scale) and, for a checkpoint, the name, size and modification time of each of its files, so that a policy
+    trained again at the same path is evaluated again."""
+    identity = dict(spec)
+    if spec.get("checkpoint") is not None:
+        root = Path(spec["checkpoint"])
+        identity["checkpoint files"] = [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
+                                        for f in sorted(root.rglob("*")) if f.is_file()]
+    return identity
+
+
+def cached_evaluation(scenes: str | Path, out: Path, versions: Sequence[str], spec: dict,
+                      sample_types: Optional[Sequence[str]] = ("pos",),
+                      prepared: Optional[PreparedScenes] = None) -> dict[str, dict]:
+    """`run_evaluation` of the planner `spec` into `out` (`out/<version>/` for several versions), reusing the summaries there only while
+    `out/planner.json` (its `planner_identity`) matches: results of another planner, another speed scale or another
+    policy at the same path are never reported for this one. -> {version: summary}."""
+    from rl.checkpoint import write_json_atomic
+
+    done = [(out / v if len(versions) > 1 else out) / "summary.json" for v in versions]  # where run_evaluation writes
+    identity, record = planner_identity(spec), out / "planner.json"
+    if all(f.is_file() for f in done) and record.is_file() and json.loads(record.read_text()) == identity:
+        return {v: json.loads(f.read_text()) for v, f in zip(versions, done)}
+    if record.is_file() or any(f.is_file() for f in done):
+        logger.info("%s: its results are of another planner or policy (or from before planner.json); evaluating "
+                    "again", out)
+    results = run_evaluation(str(scenes), str(out), versions, sample_types=sample_types, prepared=prepared, **spec)
+    write_json_atomic(record, identity)
+    return results
+
+
 def readable_scenes(path: str | Path, sample_types: Optional[Sequence[str]] = ("pos",), limit: Optional[int] = None,
                     seed: int = 0) -> list[Scene]:
     """The scenes of `path` (`iter_scenes`) of `sample_types` (None: all) that could be read; unreadable ones

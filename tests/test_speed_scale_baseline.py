@@ -2,6 +2,8 @@
 (`rl.evaluate.slowed`), scored by the evaluation, and the fraction chosen on a split (`best_speed_scale`)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,25 @@ def test_a_speed_scale_chosen_on_a_draw_of_the_split_scores_only_the_drawn_scene
     rows = pd.read_csv(tmp_path / "results.csv")
     assert len(rows[rows.token != "average"]) > 3  # the split has more positives than the draw
     assert means[0.5] == pytest.approx(rows[rows.token.isin(drawn)].score.mean())
+
+
+def test_a_cached_evaluation_is_reused_for_its_planner_and_redone_for_another(tmp_path):
+    from rl.evaluate import cached_evaluation
+    from sim.scenarios import make_scene
+    from sim.scene_json import write_scene_json
+
+    (tmp_path / "scenes").mkdir()
+    for i, family in enumerate(("lane_follow", "lead_braking")):
+        write_scene_json(tmp_path / "scenes" / f"{family}.json", make_scene(family, i + 1))
+    scenes, out = tmp_path / "scenes", tmp_path / "eval"
+    summary = out / "summary.json"  # one version: written into out itself, as run_evaluation writes it
+    full = cached_evaluation(scenes, out, ("v1",), {"baseline": "ground_truth"}, sample_types=None)
+    written = summary.stat().st_mtime_ns
+    again = cached_evaluation(scenes, out, ("v1",), {"baseline": "ground_truth"}, sample_types=None)
+    assert summary.stat().st_mtime_ns == written and again == full  # reused
+    half = cached_evaluation(scenes, out, ("v1",), {"baseline": "ground_truth", "speed_scale": 0.5}, sample_types=None)
+    assert half["v1"]["planner"] != full["v1"]["planner"]  # another planner: evaluated again, not the cached one
+    assert json.loads((out / "planner.json").read_text()) == {"baseline": "ground_truth", "speed_scale": 0.5}
+    (out / "planner.json").unlink()  # results from before planner.json: evaluated again
+    redone = cached_evaluation(scenes, out, ("v1",), {"baseline": "ground_truth", "speed_scale": 0.5}, sample_types=None)
+    assert summary.stat().st_mtime_ns != written and redone["v1"]["average"] == half["v1"]["average"]
