@@ -8,11 +8,12 @@ policy (SFT) and of each other policy (GRPO runs), and per other policy:
                 bias such as "drive slower"), near 0 = each scene moved its own way
   residual      root mean square (m) of the shifts left after the common offset: the scene-specific part
 
-per scenario family and over all scenes; and the v1 PDMS of each policy's plans. Prints a table and writes its
-numbers as JSON with `--out`.
+per scenario family and over all scenes; and the v1 PDMS of each policy's plans. With `--before-pace` the plans are
+the flow's before a pace head drives them (`rl.policy.pace`): what the flow itself learned, without the slow-down.
+Prints a table and writes its numbers as JSON with `--out`.
 
     python benchmarks/plan_shift.py --scenes runs/demo/data/test --reference runs/demo/sft_expert/policy \\
-        --checkpoints runs/demo/grpo/ckpt/step_160/policy[,...] [--names grpo,...] [--out FILE.json]
+        --checkpoints runs/demo/grpo/ckpt/step_160/policy[,...] [--names grpo,...] [--before-pace] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -86,6 +87,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--reference", required=True, help="the policy the others are compared with (SFT)")
     parser.add_argument("--checkpoints", required=True, help="comma-separated policy directories")
     parser.add_argument("--names", help="comma-separated names of --checkpoints (default: their paths)")
+    parser.add_argument("--before-pace", action="store_true",
+                        help="compare the flow's plans before a pace head drives them slower (what the flow itself "
+                             "learned; PDMS is then of those plans); default: the plans as evaluation drives them")
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
@@ -100,13 +104,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     plans, scores = {}, {}
     with torch.no_grad():
         for name, path in [("reference", args.reference), *zip(names, checkpoints)]:
-            plans[name] = plan_scenes(load_planner(path, None, "expert"), scenes)  # what evaluation scores
+            planner = load_planner(path, None, "expert")
+            planner.drive_pace = not args.before_pace
+            plans[name] = plan_scenes(planner, scenes)  # by default what evaluation scores
             scores[name] = np.array([scorer.score(p, plan[None])[0]["PDMS"] for p, plan in zip(prepared, plans[name])])
     reference = plans.pop("reference")
     table = measure(reference, plans, [s.family for s in scenes], scores)
     print(format_table(table))
     if args.out:
-        report = {"scenes": args.scenes, "reference": args.reference, "checkpoints": dict(zip(names, checkpoints)),
+        report = {"scenes": args.scenes, "reference": args.reference, "before_pace": args.before_pace, "checkpoints": dict(zip(names, checkpoints)),
                   "seconds": time.perf_counter() - began, "table": table}
         with open(args.out, "w") as f:
             f.write(strict_json(report))

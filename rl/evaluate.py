@@ -174,6 +174,7 @@ class Planner:
     horizon: int = 8
     interval_s: float = 0.5
     speed_scale: float = 1.0
+    drive_pace: bool = True  # False: a policy's plans as its flow draws them, before its pace head drives them
 
     @property
     def label(self) -> str:
@@ -185,7 +186,7 @@ class Planner:
             missing = [s.token for s in scenes if not s.cameras or any(c.images is None for c in s.cameras)]
             if missing:
                 raise ValueError(f"scenes {missing[:3]} have no camera images: the policy needs them (baselines do not)")
-            plans = self.policy.plan(scenes, action_source=self.action_source).trajectories
+            plans = self.policy.plan(scenes, action_source=self.action_source, drive_pace=self.drive_pace).trajectories
         else:
             make = BASELINE_PLANS[self.name]
             plans = np.stack([make(s, self.horizon, self.interval_s) for s in scenes])

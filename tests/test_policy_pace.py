@@ -160,3 +160,15 @@ def test_the_rollout_metrics_give_the_mean_pace_and_its_spread_over_groups():
     assert out["rollout/pace_log_speed"] == pytest.approx(-0.3)
     assert out["rollout/pace_scene_std"] == pytest.approx(np.std([-0.1, -0.5], ddof=1))
     assert pace_metrics([group(None, None)]) == {}
+
+
+def test_an_evaluation_planner_scores_the_flows_plan_before_the_pace_only_when_asked(plain):
+    from rl.evaluate import Planner
+
+    policy = copy.deepcopy(plain).add_pace_head()
+    _set_pace_bias(policy, math.log(0.6))
+    scene = make_policy_scene(5)
+    driven = Planner("policy[expert]", policy, "expert")([scene])
+    before = Planner("policy[expert]", policy, "expert", drive_pace=False)([scene])
+    np.testing.assert_array_equal(before, plain.plan([scene]).trajectories)  # the flow's plan, as without a head
+    np.testing.assert_allclose(driven, drive_at_pace(before, np.array([0.6]), 0.5), atol=1e-5)
