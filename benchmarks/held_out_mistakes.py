@@ -9,6 +9,10 @@ saw), the deterministic plan that evaluation drives, and per scene:
   rec inside    on a recovery scene: 1 when the plan is closer to the expert's correction than not correcting is;
                 the share is what a recovery sample should raise
   rec term      `recovery_l2`'s value there
+  region        the region's radius d (m): for a negative, the expert's plan's ADE to the mistake; for a recovery,
+                not correcting's ADE to the correction; beside it the plan's ADE to the reference (the mistake or
+                the correction) and, on negatives, to the expert's plan: a policy whose plans lie further from the
+                expert than the mistake does cannot tell the two apart
 
 each measured twice: "driven", the plan as the pace head drives it (what evaluation scores), and "plan", the flow's
 plan before the pace (what the flow itself learned; the same for a policy without a pace head). Per scenario
@@ -31,6 +35,7 @@ import torch
 
 from rewards.builtin import negative_l2, recovery_l2
 from rewards.registry import ScoringInput
+from rewards.shaping import average_displacement
 from rl.evaluate import EvaluationError, iter_scenes, load_planner
 from rl.policy.pace import drive_at_pace, pace_scales
 from rl.tracking import strict_json
@@ -56,6 +61,10 @@ def scene_rows(planner, scenes, batch_size: int = 8) -> list[dict]:
                 [out] = TERMS[scene.sample_type]([ScoringInput(scene, drive, plan=plan)], measure=measure)
                 row[measure] = {"term": float(out["reward"]), "inside": float(out["inside_share"]),
                                 "ade_m": float(out["ade_m"])}
+                if scene.sample_type == "neg":  # how far the plan is from the expert's, beside the mistake's
+                    row[measure]["ade_expert_m"] = average_displacement(plan if measure == "plan" else drive,
+                                                                        scene.future)
+            row["region_m"] = float(out["region_m"])
             rows.append(row)
     return rows
 
@@ -70,16 +79,15 @@ def summarise(rows: list[dict]) -> dict:
                 groups[r["family"]].append(r)
                 groups["all"].append(r)
         table[sample_type] = {
-            family: {"scenes": len(part),
-                     **{m: {k: float(np.mean([r[m][k] for r in part])) for k in ("inside", "term", "ade_m")}
-                        for m in MEASURES}}
-            for family, part in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
+            family: {"scenes": len(part), "region_m": float(np.mean([r["region_m"] for r in part])),
+                     **{m: {k: float(np.mean([r[m][k] for r in part])) for k in r0[m]} for m in MEASURES}}
+            for family, part in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0])) for r0 in part[:1]}
     return table
 
 
 def format_table(tables: dict[str, dict]) -> str:
     head = ["policy", "type", "family", "scenes", "inside (driven)", "term (driven)", "inside (plan)", "term (plan)",
-            "ADE to the reference, plan (m)"]
+            "region (m)", "plan's ADE to the reference (m)", "plan's ADE to the expert (m)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, table in tables.items():
         for sample_type, families in table.items():
@@ -87,7 +95,8 @@ def format_table(tables: dict[str, dict]) -> str:
                 lines.append("| " + " | ".join([
                     name, sample_type, family, str(e["scenes"]), f"{e['driven']['inside']:.2f}",
                     f"{e['driven']['term']:.3f}", f"{e['plan']['inside']:.2f}", f"{e['plan']['term']:.3f}",
-                    f"{e['plan']['ade_m']:.2f}"]) + " |")
+                    f"{e['region_m']:.2f}", f"{e['plan']['ade_m']:.2f}",
+                    f"{e['plan']['ade_expert_m']:.2f}" if "ade_expert_m" in e["plan"] else "-"]) + " |")
     return "\n".join(lines)
 
 

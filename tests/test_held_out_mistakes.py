@@ -34,6 +34,9 @@ def test_the_terms_on_held_out_scenes_are_the_reward_functions_values_as_driven_
         [expected] = term([ScoringInput(scene, plan)])
         assert row["driven"] == row["plan"]  # no pace head: the plan is what is driven
         assert row["plan"]["term"] == pytest.approx(expected["reward"]) and row["plan"]["inside"] == expected["inside_share"]
+        assert row["plan"]["inside"] == float(row["plan"]["ade_m"] < row["region_m"])
+        if scene.sample_type == "neg":
+            assert row["plan"]["ade_expert_m"] == pytest.approx(float(np.linalg.norm(plan[:, :2] - scene.future[:len(plan), :2], axis=-1).mean()))
 
     paced = SpanVLAPolicy.load(tiny_grpo_assets["policy"]).add_pace_head()
     with torch.no_grad():
