@@ -35,26 +35,22 @@ import torch
 
 from rewards.builtin import negative_l2, recovery_l2
 from rewards.registry import ScoringInput
-from rewards.shaping import average_displacement
-from rl.evaluate import EvaluationError, iter_scenes, load_planner
-from rl.policy.pace import drive_at_pace, pace_scales
+from rewards.shaping import MEASURES, average_displacement
+from rl.evaluate import EvaluationError, iter_scenes, load_planner, named_checkpoints
 from rl.tracking import strict_json
 
 TERMS = {"neg": negative_l2, "rec": recovery_l2}
-MEASURES = ("driven", "plan")
 
 
 def scene_rows(planner, scenes, batch_size: int = 8) -> list[dict]:
     """One row per negative / recovery scene: its family and type, and per measure the term's value and whether
     the plan is inside the term's region. `planner` is an `rl.evaluate.Planner` of a policy."""
-    policy, expert = planner.policy, planner.policy.expert
     rows = []
     for start in range(0, len(scenes), batch_size):
         batch = scenes[start:start + batch_size]
-        result = policy.plan(batch, action_source="expert", drive_pace=False)
-        plans = result.trajectories
-        driven = plans if result.paces is None else drive_at_pace(
-            plans, pace_scales(result.paces, expert.cfg.pace_min_scale), expert.cfg.interval_s)
+        result = planner.policy.plan(batch, action_source="expert")
+        driven = result.trajectories
+        plans = driven if result.plans is None else result.plans
         for scene, plan, drive in zip(batch, plans, driven):
             row = {"token": scene.token, "family": scene.family, "type": scene.sample_type}
             for measure in MEASURES:
@@ -107,10 +103,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--names", help="comma-separated names of --checkpoints (default: their paths)")
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
-    checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
-    names = [n.strip() for n in args.names.split(",")] if args.names else checkpoints
-    if len(names) != len(checkpoints):
-        parser.error(f"--names gives {len(names)} names for {len(checkpoints)} checkpoints")
+    try:
+        policies = named_checkpoints(args.checkpoints, args.names)
+    except ValueError as err:
+        parser.error(str(err))
     began = time.perf_counter()
     try:
         _, stream = iter_scenes(args.scenes, list(TERMS))
@@ -119,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise EvaluationError(f"--scenes {args.scenes}: no negative or recovery scenes")
         tables, rows = {}, {}
         with torch.no_grad():
-            for name, path in zip(names, checkpoints):
+            for name, path in policies:
                 rows[name] = scene_rows(load_planner(path, None, "expert"), scenes)
                 tables[name] = summarise(rows[name])
     except (EvaluationError, FileNotFoundError) as err:
@@ -127,7 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     print(format_table(tables))
     if args.out:
-        report = {"scenes": args.scenes, "checkpoints": dict(zip(names, checkpoints)),
+        report = {"scenes": args.scenes, "checkpoints": dict(policies),
                   "seconds": time.perf_counter() - began, "table": tables, "rows": rows}
         with open(args.out, "w") as f:
             f.write(strict_json(report))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rewards.pdm import PDMScorer
-from rl.evaluate import iter_scenes, load_planner, plan_scenes
+from rl.evaluate import iter_scenes, load_planner, named_checkpoints, plan_scenes
 from rl.tracking import strict_json
 
 
@@ -92,10 +92,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "learned; PDMS is then of those plans); default: the plans as evaluation drives them")
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
-    checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
-    names = [n.strip() for n in args.names.split(",")] if args.names else checkpoints
-    if len(names) != len(checkpoints):
-        parser.error(f"--names gives {len(names)} names for {len(checkpoints)} checkpoints")
+    try:
+        policies = named_checkpoints(args.checkpoints, args.names)
+    except ValueError as err:
+        parser.error(str(err))
     began = time.perf_counter()
     _, stream = iter_scenes(args.scenes, ["pos"])
     scenes = list(stream)
@@ -103,7 +103,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     prepared = [scorer.prepare(s) for s in scenes]
     plans, scores = {}, {}
     with torch.no_grad():
-        for name, path in [("reference", args.reference), *zip(names, checkpoints)]:
+        for name, path in [("reference", args.reference), *policies]:
             planner = load_planner(path, None, "expert")
             planner.drive_pace = not args.before_pace
             plans[name] = plan_scenes(planner, scenes)  # by default what evaluation scores
@@ -112,8 +112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     table = measure(reference, plans, [s.family for s in scenes], scores)
     print(format_table(table))
     if args.out:
-        report = {"scenes": args.scenes, "reference": args.reference, "before_pace": args.before_pace, "checkpoints": dict(zip(names, checkpoints)),
-                  "seconds": time.perf_counter() - began, "table": table}
+        report = {"scenes": args.scenes, "reference": args.reference, "before_pace": args.before_pace,
+                  "checkpoints": dict(policies), "seconds": time.perf_counter() - began, "table": table}
         with open(args.out, "w") as f:
             f.write(strict_json(report))
     return 0

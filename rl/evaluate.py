@@ -401,6 +401,17 @@ def run_evaluation(scenes: str, out: Optional[str], versions: Sequence[str] = ("
     return summaries
 
 
+def named_checkpoints(checkpoints: str, names: Optional[str] = None) -> list[tuple[str, str]]:
+    """[(name, directory)] of comma-separated `checkpoints` and their comma-separated `names` (default: the
+    directories themselves), as the benchmarks that compare several policies take them; ValueError when the two
+    lists differ in length."""
+    paths = [c.strip() for c in checkpoints.split(",") if c.strip()]
+    labels = [n.strip() for n in names.split(",")] if names else paths
+    if len(labels) != len(paths):
+        raise ValueError(f"--names gives {len(labels)} names for {len(paths)} checkpoints")
+    return list(zip(labels, paths))
+
+
 def planner_identity(spec: dict) -> dict:
     """What an evaluation is of: the planner's spec (`run_evaluation`'s checkpoint / baseline / action_source /
     speed_scale) and, for a checkpoint, the name, size and modification time of each of its files, so that a policy
@@ -416,9 +427,9 @@ def planner_identity(spec: dict) -> dict:
 def cached_evaluation(scenes: str | Path, out: Path, versions: Sequence[str], spec: dict,
                       sample_types: Optional[Sequence[str]] = ("pos",),
                       prepared: Optional[PreparedScenes] = None) -> dict[str, dict]:
-    """`run_evaluation` of the planner `spec` into `out` (`out/<version>/` for several versions), reusing the summaries there only while
-    `out/planner.json` (its `planner_identity`) matches: results of another planner, another speed scale or another
-    policy at the same path are never reported for this one. -> {version: summary}."""
+    """`run_evaluation` of the planner `spec` into `out` (`out/<version>/` for several versions), reusing the
+    summaries there only while `out/planner.json` (its `planner_identity`) matches: results of another planner,
+    another speed scale or another policy at the same path are never reported for this one. -> {version: summary}."""
     from rl.checkpoint import write_json_atomic
 
     done = [(out / v if len(versions) > 1 else out) / "summary.json" for v in versions]  # where run_evaluation writes

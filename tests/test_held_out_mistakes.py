@@ -62,3 +62,13 @@ def test_a_split_without_negative_or_recovery_scenes_is_refused_by_name(bench, t
     write_scene_json(tmp_path / "scenes" / "a.json", make_scene("lane_follow", 1))
     assert bench.main(["--scenes", str(tmp_path / "scenes"), "--checkpoints", str(tmp_path / "p")]) == 2
     assert f"--scenes {tmp_path / 'scenes'}: no negative or recovery scenes" in capsys.readouterr().err
+
+
+def test_names_that_do_not_match_the_checkpoints_are_refused_by_name(bench, capsys):
+    from rl.evaluate import named_checkpoints
+
+    assert named_checkpoints("a/p, b/p") == [("a/p", "a/p"), ("b/p", "b/p")]
+    assert named_checkpoints("a/p,b/p", "sft,grpo") == [("sft", "a/p"), ("grpo", "b/p")]
+    with pytest.raises(SystemExit):
+        bench.main(["--scenes", "s", "--checkpoints", "a/p,b/p", "--names", "only_one"])
+    assert "--names gives 1 names for 2 checkpoints" in capsys.readouterr().err

@@ -143,6 +143,8 @@ def test_planning_without_driving_the_pace_gives_the_flows_plan_and_the_chosen_p
     driven, undriven = policy.plan([scene]), policy.plan([scene], drive_pace=False)
     assert driven.paces[0] == pytest.approx(math.log(0.6), rel=1e-6)
     np.testing.assert_array_equal(undriven.paces, driven.paces)
+    np.testing.assert_array_equal(driven.plans, undriven.trajectories)  # the flow's plan travels beside the driven one
+    assert undriven.plans is None
     assert plain.plan([scene]).paces is None
     np.testing.assert_array_equal(undriven.trajectories, plain.plan([scene]).trajectories)
 

@@ -143,20 +143,20 @@ def plan(policy: "SpanVLAPolicy", scenes: Sequence[Scene], action_source: str, s
     for b in range(len(scenes)):
         text, out = _parse(policy, decoded.completion(b).token_ids)
         texts.append(text), modes.append(out.mode), reasoning.append(out.reasoning), parsed.append(out)
-    paces = None
+    paces, plans = None, None
     if action_source == "expert":
         _sync(device)
         start = time.perf_counter()
         run = run_expert(policy.expert, cache, decoded, inputs.history, inputs.velocity, 0.0, generator,
                          drive_pace=drive_pace)
-        trajectories, paces = run.trajectories, run.pace
+        trajectories, paces, plans = run.trajectories, run.pace, run.plans
         _sync(device)
         timings.trajectory_s = time.perf_counter() - start
     else:
         start = time.perf_counter()
         trajectories = np.stack([policy.tokens_to_trajectory(p.action_tokens) for p in parsed])
         timings.trajectory_s += time.perf_counter() - start
-    return PlanResult(trajectories, texts, modes, reasoning, timings, paces)
+    return PlanResult(trajectories, texts, modes, reasoning, timings, paces, plans)
 
 
 def sample_group(policy: "SpanVLAPolicy", scene: Scene, group_size: int, *, temperature: float, top_p: float,

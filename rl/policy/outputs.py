@@ -91,7 +91,8 @@ class GroupSample:
 class PlanResult:
     """trajectories (B, N, 3) ego frame; per scene the decoded completion, its mode and reasoning; paces (B,): the
     pace z the head chose for each plan (`rl.policy.pace`; the plan is driven at it unless planned with
-    `drive_pace` False), None without a pace head."""
+    `drive_pace` False), None without a pace head; plans (B, N, 3): the flow's plans before they were driven at
+    their pace, None when `trajectories` are those plans."""
 
     trajectories: np.ndarray
     texts: list[str]
@@ -99,6 +100,7 @@ class PlanResult:
     reasoning: list[str]
     timings: StageTimings
     paces: Optional[np.ndarray] = None
+    plans: Optional[np.ndarray] = None
 
 
 @dataclass
